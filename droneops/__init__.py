@@ -1,0 +1,10 @@
+"""droneops: energy-safe drone delivery planning and flight for rural village networks.
+
+Public API (small on purpose):
+
+* :func:`droneops.network.load_network` - read and validate a village network (GeoJSON).
+* :func:`droneops.vehicle.load_vehicle` - read a vehicle profile (TOML) by name or path.
+* :mod:`droneops.energy` - the physics-based multirotor energy model.
+"""
+
+__version__ = "0.1.0"

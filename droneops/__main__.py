@@ -1,0 +1,3 @@
+from droneops.cli import main
+
+raise SystemExit(main())
