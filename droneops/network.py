@@ -475,6 +475,8 @@ def parse_network(data: Any, source: str = "") -> Network:
     zones: list[NoFlyZone] = []
     zone_where: list[str] = []
     seen_ids: dict[str, int] = {}
+    declared_nodes: set[str] = set()   # ids of Point features, valid or not
+    n_points = 0
 
     for i, feat in enumerate(features):
         where = f"feature #{i}"
@@ -522,6 +524,9 @@ def parse_network(data: Any, source: str = "") -> Network:
             continue
         coords = geom.get("coordinates")
         if gtype == "Point":
+            n_points += 1
+            if fid is not None:
+                declared_nodes.add(fid)
             node = _parse_node(i, fid, kind, props, coords, errs)
             if node is not None and node.id not in nodes:
                 nodes[node.id] = node
@@ -537,11 +542,12 @@ def parse_network(data: Any, source: str = "") -> Network:
 
     frame = geo.LocalFrame.centred_on([n.lat_deg for n in nodes.values()],
                                       [n.lon_deg for n in nodes.values()])
-    corridors, corridor_where = _parse_corridors(corridor_raw, nodes, frame, errs)
+    corridors, corridor_where = _parse_corridors(corridor_raw, nodes, declared_nodes, frame, errs)
     zone_rings = [frame.to_plane([p[1] for p in z.ring], [p[0] for p in z.ring]) for z in zones]
     _check_zones(nodes, corridors, corridor_where, zone_rings, zone_where, frame, errs)
-    corridor_errors = any(p.startswith("corridor") for p in errs.problems)
-    _check_connectivity(nodes, corridors, errs, check_paths=not corridor_errors)
+    # Reachability is only meaningful when every node and corridor made it through.
+    complete = len(nodes) == n_points and len(corridors) == len(corridor_raw)
+    _check_connectivity(nodes, corridors, errs, check_paths=complete)
     if errs.problems:
         raise NetworkError(errs.problems, source)
     extra_props = {k: v for k, v in top_props.items() if k != "name"}
@@ -631,7 +637,7 @@ def _parse_zone(where: str, fid: str | None, props: dict, coords: Any,
 
 
 def _parse_corridors(raw: list[tuple[int, dict, list]], nodes: Mapping[str, Node],
-                     frame: geo.LocalFrame, errs: _Collector
+                     declared_nodes: set[str], frame: geo.LocalFrame, errs: _Collector
                      ) -> tuple[list[Corridor], list[str]]:
     corridors: list[Corridor] = []
     wheres: list[str] = []
@@ -647,11 +653,14 @@ def _parse_corridors(raw: list[tuple[int, dict, list]], nodes: Mapping[str, Node
             where = (f"corridor {src}->{dst} (feature #{i})" if isinstance(src, str) and isinstance(dst, str)
                      else f"corridor (feature #{i})")
         n_before = len(errs.problems)
+        bad_ref = False
         for key, val in (("from", src), ("to", dst)):
             if not isinstance(val, str) or not val:
                 errs.add(where, f"missing or invalid '{key}' (a node id string), got {json.dumps(val)}")
             elif val not in nodes:
-                errs.add(where, f"'{key}' names unknown node {val!r}")
+                if val not in declared_nodes:   # else the node's own problem is reported
+                    errs.add(where, f"'{key}' names unknown node {val!r}")
+                bad_ref = True
         if isinstance(src, str) and src == dst:
             errs.add(where, f"self-loop: from and to are both {src!r}")
         oneway = props.get("oneway", False)
@@ -666,7 +675,7 @@ def _parse_corridors(raw: list[tuple[int, dict, list]], nodes: Mapping[str, Node
             continue
         positions = [_position(p, where, errs, what=f"coordinate #{k}", alt="optional")
                      for k, p in enumerate(coords)]
-        if len(errs.problems) > n_before or any(p is None for p in positions):
+        if bad_ref or len(errs.problems) > n_before or any(p is None for p in positions):
             continue
         for k in range(len(positions) - 1):
             if positions[k][:2] == positions[k + 1][:2]:
