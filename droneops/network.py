@@ -56,8 +56,8 @@ MIN_GROUND_ALT_M = -450.0
 """Lowest plausible ground elevation, m AMSL (Dead Sea shore, about -430 m)."""
 MAX_GROUND_ALT_M = 8900.0
 """Highest plausible ground elevation, m AMSL (Everest, 8849 m)."""
-MIN_NO_FLY_AREA_M2 = 1.0
-"""A no-fly polygon smaller than this is degenerate."""
+MIN_NO_FLY_WIDTH_M = 1.0
+"""A no-fly polygon whose mean width (2 * area / perimeter, m) is below this is degenerate."""
 MAX_LISTED_PROBLEMS = 1
 """How many problems ``str(NetworkError)`` spells out before "and N more"."""
 
@@ -626,11 +626,13 @@ def _parse_zone(where: str, fid: str | None, props: dict, coords: Any,
         return None
     frame = geo.LocalFrame.centred_on([p[1] for p in ring], [p[0] for p in ring])
     plane = frame.to_plane([p[1] for p in ring], [p[0] for p in ring])
-    if geo.polygon_area_m2(plane) < MIN_NO_FLY_AREA_M2:
-        errs.add(where, "degenerate polygon: zero area (corners on one line)")
-        return None
     if geo.ring_self_intersects(plane):
         errs.add(where, "degenerate polygon: the ring crosses itself")
+        return None
+    perimeter = float(np.hypot(*np.diff(plane, axis=0).T).sum())
+    if 2.0 * geo.polygon_area_m2(plane) / perimeter < MIN_NO_FLY_WIDTH_M:
+        errs.add(where, f"degenerate polygon: zero area (corners on one line, or narrower than "
+                        f"{MIN_NO_FLY_WIDTH_M:g} m)")
         return None
     extra = {k: v for k, v in props.items() if k not in _ZONE_KEYS}
     return NoFlyZone(id=fid, ring=tuple(ring), name=name, extra=extra)
