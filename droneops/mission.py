@@ -24,10 +24,12 @@ PX4 rejects the terrain frames 10/11 ("Invalid item"), so AMSL is the only frame
 everywhere. PX4 stores frame 0 as frame 5 (``GLOBAL_INT``): a downloaded copy has frame 5 where
 the upload had 0 (:func:`compare_items` accepts that).
 
-Cruise altitude: on each corridor edge the vehicle flies level at
-``edge.max_ground_alt_m + profile.cruise_agl_m`` (the highest ground of the corridor plus the
-profile's clearance); a waypoint shared by two edges takes the higher of the two, so the straight
-3-D line PX4 flies between consecutive waypoints never drops below either edge's cruise level.
+Cruise altitude: each corridor edge is flown level at ``edge.max_ground_alt_m + agl`` with
+``agl = min(profile.cruise_agl_m, edge.max_alt_agl_m)`` (the highest ground of the corridor plus
+the clearance, capped by the corridor's ceiling: the planner's energy model flies the same
+heights). Where two edges meet at a node flown over, the altitude changes vertically over that
+node (two waypoints at the same position), so the straight 3-D line PX4 flies between consecutive
+waypoints is always level over its corridor: never below the clearance, never above the cap.
 
 Geofence and rally points
 -------------------------
@@ -113,6 +115,7 @@ PX4_DOWNLOAD_FRAME = {MAV_FRAME_GLOBAL: MAV_FRAME_GLOBAL_INT,
                       MAV_FRAME_GLOBAL_RELATIVE_ALT: MAV_FRAME_GLOBAL_RELATIVE_ALT_INT}
 
 DEG_E7 = 1e7  # MISSION_ITEM_INT x/y scale: degrees * 1e7
+ALT_EPS_M = 0.01  # altitudes closer than this are the same (float noise only)
 
 
 class MissionError(UserError):
@@ -273,8 +276,9 @@ class MissionLimits:
     ``max_items``: PX4's mission storage limit; ``max_fence_items``/``max_rally_items``: PX4's
     dataman slots for geofence vertices and safe points (one of each is kept for bookkeeping);
     ``max_first_waypoint_distance_m``: like PX4's ``MIS_DIST_1WP`` (which PX4 v1.16 does not
-    enforce); ``max_agl_m``: an operator/regulatory ceiling on the height above the ground under
-    any corridor vertex (None: only the corridors' own ``max_alt_agl_m`` apply);
+    enforce); ``max_agl_m``: an operator/regulatory ceiling on the true height above the ground
+    anywhere along the corridors (None: only the corridors' own ``max_alt_agl_m`` apply, which
+    cap the height above each corridor's highest ground, as the planner reads them);
     ``fence_margin_m``: no-fly zones farther than this from the flight's route are left out of
     the geofence when it would not fit otherwise.
     """
@@ -329,28 +333,49 @@ def group_flights(plan: Plan, delivery_method: str) -> list[tuple[list[Leg], lis
     return flights
 
 
+def edge_agl_m(profile: VehicleProfile, edge) -> float:
+    """Height above a corridor edge's highest ground it is flown at (m): the profile's cruise
+    height capped by the corridor's ``max_alt_agl_m``."""
+    cap = edge.max_alt_agl_m
+    return profile.cruise_agl_m if cap is None else min(profile.cruise_agl_m, float(cap))
+
+
+def edge_cruise_alt_m(profile: VehicleProfile, edge) -> float:
+    """AMSL altitude a corridor edge is flown at (m): highest ground + :func:`edge_agl_m`."""
+    return float(edge.max_ground_alt_m) + edge_agl_m(profile, edge)
+
+
+def _route_points(network: Network, profile: VehicleProfile, nodes: Sequence[str]) -> list[_Point]:
+    """Corridor vertices along consecutive ``nodes`` with their cruise altitude (AMSL).
+
+    A node between two edges flown at different altitudes appears twice (arrival altitude,
+    then departure altitude): the height change is flown vertically over the node.
+    """
+    points: list[_Point] = []
+    for u, v in zip(nodes[:-1], nodes[1:]):
+        try:
+            edge = network.edge(u, v)
+        except (KeyError, LookupError, UserError) as exc:
+            raise MissionError(f"no corridor {u} -> {v} in the network ({exc})") from None
+        cruise_alt_m = edge_cruise_alt_m(profile, edge)
+        for k, (lat, lon, ground) in enumerate(edge.path):
+            if k == 0 and points:
+                if abs(points[-1].alt_m - cruise_alt_m) > ALT_EPS_M:
+                    prev = points[-1]
+                    points.append(_Point(prev.lat_deg, prev.lon_deg, prev.ground_alt_m, cruise_alt_m))
+                continue
+            points.append(_Point(float(lat), float(lon), float(ground), cruise_alt_m))
+    return points
+
+
 def _flight_points(network: Network, profile: VehicleProfile, legs: Sequence[Leg]
                    ) -> list[list[_Point]]:
     """Route vertices of each leg with their cruise altitude (AMSL)."""
     out: list[list[_Point]] = []
     for leg in legs:
-        points: list[_Point] = []
         if len(leg.nodes) < 2:
             raise MissionError(f"leg {leg.from_id}->{leg.to_id} has no corridor (nodes {list(leg.nodes)})")
-        for u, v in zip(leg.nodes[:-1], leg.nodes[1:]):
-            try:
-                edge = network.edge(u, v)
-            except (KeyError, LookupError, UserError) as exc:
-                raise MissionError(f"no corridor {u} -> {v} in the network ({exc})") from None
-            cruise_alt_m = float(edge.max_ground_alt_m) + profile.cruise_agl_m
-            path = [(float(p[0]), float(p[1]), float(p[2])) for p in edge.path]
-            for k, (lat, lon, ground) in enumerate(path):
-                if k == 0 and points:
-                    # Shared node: keep the higher of the two edges' cruise altitudes.
-                    points[-1].alt_m = max(points[-1].alt_m, cruise_alt_m)
-                    continue
-                points.append(_Point(lat, lon, ground, cruise_alt_m))
-        out.append(points)
+        out.append(_route_points(network, profile, leg.nodes))
     return out
 
 
@@ -530,6 +555,123 @@ def build_checked_missions(plan: Plan, network: Network, profile: VehicleProfile
     return missions
 
 
+@dataclass(frozen=True)
+class DivertOption:
+    """A way from an in-air position to a recharge node along corridors.
+
+    ``edge`` is the corridor edge the vehicle is over, ``via`` the node it joins the network
+    at (one end of that edge), ``nodes`` the node path from ``via`` to ``station``;
+    ``distance_m`` the horizontal length; ``energy_wh``/``duration_s`` the energy model's
+    estimate (a hop of that length, descending from the current altitude).
+    """
+
+    station: str
+    via: str
+    nodes: tuple[str, ...]
+    distance_m: float
+    energy_wh: float
+    duration_s: float
+    partial: tuple[tuple[float, float, float], ...]   # (lat, lon, ground) to ``via``, excl. start
+    edge_cruise_alt_m: float
+
+
+def divert_options(network: Network, profile: VehicleProfile, lat_deg: float, lon_deg: float,
+                   alt_m: float, payload_kg: float = 0.0, speed_mps: float | None = None,
+                   wind=None) -> list[DivertOption]:
+    """Every recharge node reachable along corridors from an in-air position, nearest first.
+
+    The vehicle is placed on the corridor edge nearest to it and may follow it either way to
+    its end node, then the shortest corridor path (by distance) to each depot/station that can
+    recharge. Energy is estimated with :func:`droneops.energy.hop_energy`.
+    """
+    import networkx as nx
+
+    from droneops import energy
+
+    speed = profile.cruise_speed_mps if speed_mps is None else speed_mps
+    frame = network.frame
+    p = frame.to_plane(lat_deg, lon_deg)[0]
+    best: tuple[float, object, int, float] | None = None   # (offset, edge, segment, t)
+    for edge in network.edges():
+        path = np.asarray(edge.path, dtype=float)
+        en = frame.to_plane(path[:, 0], path[:, 1])
+        a, b = en[:-1], en[1:]
+        ab = b - a
+        len2 = np.maximum((ab ** 2).sum(axis=1), 1e-9)
+        t = np.clip(((p - a) * ab).sum(axis=1) / len2, 0.0, 1.0)
+        d = np.hypot(*(a + t[:, None] * ab - p).T)
+        k = int(np.argmin(d))
+        if best is None or d[k] < best[0] - 1e-9:
+            best = (float(d[k]), edge, k, float(t[k]))
+    if best is None:
+        raise MissionError("the network has no corridors")
+    _, edge, k, t = best
+    path = list(edge.path)
+    seg = np.asarray(edge.seg_length_m, dtype=float)
+    cruise = edge_cruise_alt_m(profile, edge)
+    forward = (edge.to_id, tuple(tuple(map(float, q)) for q in path[k + 1:]),
+               float((1 - t) * seg[k] + seg[k + 1:].sum()))
+    backward = (edge.from_id, tuple(tuple(map(float, q)) for q in reversed(path[:k + 1])),
+                float(t * seg[k] + seg[:k].sum()))
+    graph = network.graph()
+    stations = [n for n in network.nodes.values() if n.can_recharge]
+    options: dict[str, DivertOption] = {}
+    for via, partial, partial_m in (forward, backward):
+        lengths, paths = nx.single_source_dijkstra(graph, via, weight="distance_m")
+        for node in stations:
+            if node.id not in lengths:
+                continue
+            dist = partial_m + float(lengths[node.id])
+            hop = energy.hop_energy(profile, dist, max(alt_m - node.ground_alt_m, 0.0), speed, payload_kg,
+                                    **({"wind": wind} if wind is not None else {}))
+            option = DivertOption(station=node.id, via=via, nodes=tuple(paths[node.id]), distance_m=dist,
+                                  energy_wh=float(hop.energy_wh), duration_s=float(hop.duration_s),
+                                  partial=partial, edge_cruise_alt_m=cruise)
+            if node.id not in options or dist < options[node.id].distance_m:
+                options[node.id] = option
+    return sorted(options.values(), key=lambda o: o.distance_m)
+
+
+def divert_mission(network: Network, profile: VehicleProfile, lat_deg: float, lon_deg: float,
+                   alt_m: float, payload_kg: float = 0.0, available_wh: float | None = None,
+                   speed_mps: float | None = None, wind=None) -> FlightMission:
+    """A mission from an in-air position to the nearest recharge node the battery reaches.
+
+    Picks the nearest option of :func:`divert_options` whose energy estimate leaves the
+    profile's reserve out of ``available_wh`` (or the nearest at all when none does, or when
+    ``available_wh`` is None). Items: ``DO_CHANGE_SPEED``, a waypoint over the current position
+    at the corridor's cruise altitude (the height change is flown vertically there), the
+    corridor vertices to the network node and on along corridors (AMSL, as in
+    :func:`build_missions`), ``NAV_LAND`` at the station. No take-off item: the vehicle is
+    flying.
+    """
+    options = divert_options(network, profile, lat_deg, lon_deg, alt_m, payload_kg, speed_mps, wind)
+    if not options:
+        raise MissionError("no recharge node is reachable along corridors from here")
+    chosen = options[0]
+    if available_wh is not None:
+        fits = [o for o in options if o.energy_wh + profile.reserve_wh <= available_wh]
+        if fits:
+            chosen = fits[0]
+    speed = profile.cruise_speed_mps if speed_mps is None else float(speed_mps)
+    station = network.nodes[chosen.station]
+    rest = _route_points(network, profile, chosen.nodes) if len(chosen.nodes) > 1 else []
+    cruise = chosen.edge_cruise_alt_m
+    items = [_cmd(MAV_CMD_DO_CHANGE_SPEED, SPEED_TYPE_GROUND, speed, -1.0, 0.0),
+             _nav(MAV_CMD_NAV_WAYPOINT, lat_deg, lon_deg, cruise)]
+    items += [_nav(MAV_CMD_NAV_WAYPOINT, lat, lon, cruise) for lat, lon, _ground in chosen.partial]
+    if rest and abs(rest[0].alt_m - cruise) > ALT_EPS_M:
+        items.append(_nav(MAV_CMD_NAV_WAYPOINT, rest[0].lat_deg, rest[0].lon_deg, rest[0].alt_m))
+    items += [_nav(MAV_CMD_NAV_WAYPOINT, q.lat_deg, q.lon_deg, q.alt_m) for q in rest[1:]]
+    items.append(_nav(MAV_CMD_NAV_LAND, station.lat_deg, station.lon_deg, station.ground_alt_m))
+    return FlightMission(
+        from_id="(in air)", to_id=station.id, items=_numbered(items), geofence_items=(),
+        rally_items=(), planned_energy_wh=chosen.energy_wh, planned_duration_s=chosen.duration_s,
+        legs=(), home_lat_deg=station.lat_deg, home_lon_deg=station.lon_deg,
+        home_alt_m=station.ground_alt_m, cruise_speed_mps=speed, delivery_node=None, end_stop=None,
+        nodes=chosen.nodes)
+
+
 # --- checks -------------------------------------------------------------------------------------
 
 
@@ -545,10 +687,10 @@ def check_mission(mission: FlightMission, network: Network, profile: VehicleProf
     Checks: item counts (PX4 storage), the first positional item's distance from ``home``
     (lat, lon; default the take-off pad), every positional item outside all no-fly zones and
     every straight segment between consecutive positional items clear of them (PX4 accepts
-    such missions and fails later), cruise speed within the profile, flight altitude along the
-    route (at every corridor vertex) at least ``cruise_agl_m`` above the ground and at most the
-    corridor's ``max_alt_agl_m`` / ``limits.max_agl_m``, take-off above and landing at the pad's
-    ground altitude, and only frame-0/mission-frame items (never the terrain frames 10/11).
+    such missions and fails later), cruise speed within the profile, the flown altitude over
+    every corridor (see :func:`_check_heights`: clearance, corridor ceiling, ``max_agl_m``),
+    take-off above and landing at the pad's ground altitude, and only frame-0/mission-frame
+    items (never the terrain frames 10/11).
     """
     errors: list[str] = []
     items = mission.items
@@ -627,10 +769,15 @@ def check_mission(mission: FlightMission, network: Network, profile: VehicleProf
 
 def _check_heights(mission: FlightMission, network: Network, profile: VehicleProfile,
                    limits: MissionLimits) -> list[str]:
-    """Height above ground of the flown line at every corridor vertex of the flight.
+    """Height of the flown line over every corridor the flight uses.
 
     The flown line is the polyline through the positional items (take-off point, waypoints,
     landing point) with straight-line altitude between them, which is how PX4 multicopters fly.
+    It is sampled at every corridor vertex and at the middle of every corridor segment (ground
+    interpolated linearly): it must clear the ground by the edge's height (:func:`edge_agl_m`;
+    at a vertex shared by two edges, the smaller of the two), stay within the corridor's
+    ``max_alt_agl_m`` above its highest ground (checked mid-segment, where only that corridor's
+    line passes), and within ``limits.max_agl_m`` of the ground everywhere if that is set.
     """
     errors: list[str] = []
     route = [i for i in mission.items if i.has_position]
@@ -639,31 +786,42 @@ def _check_heights(mission: FlightMission, network: Network, profile: VehiclePro
     frame = geo.LocalFrame.centred_on([w.lat_deg for w in route], [w.lon_deg for w in route])
     route_en = frame.to_plane(np.array([w.lat_deg for w in route]), np.array([w.lon_deg for w in route]))
     route_alt = np.array([w.z for w in route])
-    tol_m = 0.01
-    low_reported: set[tuple[str, str]] = set()
-    high_reported: set[tuple[str, str]] = set()
-    for leg in mission.legs:
-        for u, v in zip(leg.nodes[:-1], leg.nodes[1:]):
-            edge = network.edge(u, v)
-            path = np.asarray(edge.path, dtype=float)
-            en = frame.to_plane(path[:, 0], path[:, 1])
-            ground = path[:, 2]
-            ceilings = [c for c in (edge.max_alt_agl_m, limits.max_agl_m) if c is not None]
-            for k in range(len(path)):
-                flown = altitudes_on_route(en[k], route_en, route_alt)
-                if flown is None:
-                    errors.append(f"corridor {u} -> {v}: vertex {k} is not on the flight's route")
-                    continue
-                low, high = flown[0] - ground[k], flown[1] - ground[k]
-                if low < profile.cruise_agl_m - tol_m and (u, v) not in low_reported:
-                    low_reported.add((u, v))
-                    errors.append(f"corridor {u} -> {v}: flight altitude {flown[0]:.1f} m AMSL is only "
-                                  f"{low:.1f} m above the ground at vertex {k} "
-                                  f"(needs {profile.cruise_agl_m:.1f} m)")
-                if ceilings and high > min(ceilings) + tol_m and (u, v) not in high_reported:
-                    high_reported.add((u, v))
-                    errors.append(f"corridor {u} -> {v}: {high:.0f} m above the ground at vertex {k}, "
-                                  f"above the ceiling of {min(ceilings):.0f} m AGL")
+    edges = [network.edge(u, v) for leg in mission.legs for u, v in zip(leg.nodes[:-1], leg.nodes[1:])]
+    vertex_agl: dict[tuple[float, float], float] = {}
+    for edge in edges:
+        for lat, lon, _ in edge.path:
+            key = (round(lat, 7), round(lon, 7))
+            vertex_agl[key] = min(vertex_agl.get(key, math.inf), edge_agl_m(profile, edge))
+    reported: set[tuple[str, str, str]] = set()
+
+    def report(edge, what: str, text: str) -> None:
+        if (edge.from_id, edge.to_id, what) not in reported:
+            reported.add((edge.from_id, edge.to_id, what))
+            errors.append(f"corridor {edge.from_id} -> {edge.to_id}: {text}")
+
+    for edge in edges:
+        path = np.asarray(edge.path, dtype=float)
+        mid = (path[:-1] + path[1:]) / 2.0
+        samples = [(f"vertex {k}", path[k], vertex_agl[(round(path[k, 0], 7), round(path[k, 1], 7))], False)
+                   for k in range(len(path))]
+        samples += [(f"segment {k}", mid[k], edge_agl_m(profile, edge), True) for k in range(len(mid))]
+        for label, (lat, lon, ground), need_agl, inside in samples:
+            flown = altitudes_on_route(frame.to_plane(lat, lon)[0], route_en, route_alt)
+            if flown is None:
+                report(edge, "off", f"{label} is not on the flight's route")
+                continue
+            low, high = flown
+            if low - ground < need_agl - ALT_EPS_M:
+                report(edge, "low", f"flight altitude {low:.1f} m AMSL is only {low - ground:.1f} m above "
+                                    f"the ground at {label} (needs {need_agl:.1f} m)")
+            if inside and edge.max_alt_agl_m is not None and (
+                    high - edge.max_ground_alt_m > edge.max_alt_agl_m + ALT_EPS_M):
+                report(edge, "cap", f"flown {high - edge.max_ground_alt_m:.0f} m above the corridor's "
+                                    f"highest ground at {label}, above its max_alt_agl_m "
+                                    f"{edge.max_alt_agl_m:.0f} m")
+            if limits.max_agl_m is not None and high - ground > limits.max_agl_m + ALT_EPS_M:
+                report(edge, "max", f"{high - ground:.0f} m above the ground at {label}, above the "
+                                    f"limit of {limits.max_agl_m:.0f} m AGL")
     return errors
 
 

@@ -159,13 +159,17 @@ def test_ridge_sets_the_corridor_altitude(net, prof):
     assert wps[0].z - net.nodes["D"].ground_alt_m == pytest.approx(460.0)
 
 
-def test_junction_takes_the_higher_edge(net, prof):
+def test_junction_changes_altitude_vertically(net, prof):
     flight = m.build_missions(fx.direct_plan(), net, prof)[0]
     s = net.nodes["S"]
     at_s = [i for i in flight.items if i.command == m.MAV_CMD_NAV_WAYPOINT
             and (i.lat_deg, i.lon_deg) == pytest.approx((s.lat_deg, s.lon_deg), abs=1e-7)]
-    higher = max(net.edge("D", "S").max_ground_alt_m, net.edge("S", "P").max_ground_alt_m)
-    assert at_s and all(w.z == pytest.approx(higher + prof.cruise_agl_m) for w in at_s)
+    ds = m.edge_cruise_alt_m(prof, net.edge("D", "S"))
+    sp = m.edge_cruise_alt_m(prof, net.edge("S", "P"))
+    assert ds != sp
+    # Outbound: arrive over S at the D-S level, climb vertically to the S-P level; return: the reverse.
+    assert [w.z for w in at_s] == pytest.approx([ds, sp, sp, ds])
+    assert at_s[1].seq == at_s[0].seq + 1
 
 
 def test_speed_override(net, prof):
@@ -259,18 +263,25 @@ def test_check_speed_against_profile(net, prof):
     assert any("above the profile's max_speed_mps" in e for e in errors)
 
 
-def test_check_ceiling_agl():
-    capped = fx.network(cap_agl_m=100.0)
-    prof = fx.profile()
+def test_corridor_ceiling_caps_the_cruise_height():
+    capped = fx.network(cap_agl_m=40.0)
+    prof = fx.profile()                                              # cruise_agl_m 60
     flight = m.build_missions(fx.swap_plan(), capped, prof)[0]
-    errors = m.check_mission(flight, capped, prof)
-    # Flying level at 1460 m over the depot (1000 m) is 460 m above the ground there.
-    assert any("corridor D -> S" in e and "ceiling of 100 m AGL" in e for e in errors), errors
-    loose = fx.network(cap_agl_m=500.0)
-    assert m.check_mission(m.build_missions(fx.swap_plan(), loose, prof)[0], loose, prof) == []
-    errors = m.check_mission(m.build_missions(fx.swap_plan(), loose, prof)[0], loose, prof,
-                             limits=m.MissionLimits(max_agl_m=120.0))
-    assert any("ceiling of 120 m AGL" in e for e in errors)
+    wps = [i for i in flight.items if i.command == m.MAV_CMD_NAV_WAYPOINT]
+    assert all(w.z == pytest.approx(1400.0 + 40.0) for w in wps)
+    assert m.check_mission(flight, capped, prof) == []
+    # A mission built without the cap breaks it: the check says so.
+    uncapped = m.build_missions(fx.swap_plan(), fx.network(), prof)[0]
+    errors = m.check_mission(uncapped, capped, prof)
+    assert any("corridor D -> S" in e and "above its max_alt_agl_m 40 m" in e for e in errors), errors
+
+
+def test_check_true_agl_limit(net, prof):
+    flight = m.build_missions(fx.swap_plan(), net, prof)[0]
+    assert m.check_mission(flight, net, prof, limits=m.MissionLimits(max_agl_m=500.0)) == []
+    # Level at 1460 m over the depot (1000 m) is 460 m above the ground there.
+    errors = m.check_mission(flight, net, prof, limits=m.MissionLimits(max_agl_m=120.0))
+    assert any("corridor D -> S" in e and "limit of 120 m AGL" in e for e in errors), errors
 
 
 def test_check_low_altitude_and_terrain_frame(net, prof):
@@ -310,3 +321,43 @@ def test_item_json_round_trip(net, prof):
     for item in m.build_missions(fx.swap_plan(), net, prof)[1].items:
         back = m.MissionItem.from_json(item.to_json())
         assert m.compare_items([item], [back], px4_frames=False) == []
+
+
+# --- the shipped mountain network ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["gripper", "land"])
+def test_yunnan_missions_clear_the_terrain_everywhere(method):
+    """Every pad of missions/yunnan.geojson (villages 245-1950 m AMSL), planned by the real
+    planner: every flown point clears the ground by the cruise height, take-off/landing sit on
+    the pads' ground, and the checks pass."""
+    from droneops.network import load_network
+    from droneops.planner import plan_delivery
+    from droneops.vehicle import missions_dir
+
+    net = load_network(missions_dir() / "yunnan.geojson")
+    prof = fx.profile(delivery_method=method)
+    depot = net.nodes_of_kind("depot")[0].id
+    pads = [n.id for n in net.nodes_of_kind("pad")]
+    grounds = {net.nodes[p].ground_alt_m for p in pads}
+    assert max(grounds) - min(grounds) > 1000                       # really mountainous
+    flown = 0
+    for pad in pads:
+        plan = plan_delivery(net, prof, depot, pad, payload_kg=1.0)
+        if not plan.feasible:
+            continue
+        flights = m.build_missions(plan, net, prof)
+        for flight in flights:
+            assert m.check_mission(flight, net, prof) == [], (pad, flight.from_id, flight.to_id)
+            assert _flown_altitude_ok(flight, net, prof) >= -1e-6
+            start, end = net.nodes[flight.from_id], net.nodes[flight.to_id]
+            assert flight.items[0].z >= start.ground_alt_m + prof.cruise_agl_m
+            assert flight.items[-1].z == pytest.approx(end.ground_alt_m)
+            for item in flight.items:
+                assert item.frame in (m.MAV_FRAME_GLOBAL, m.MAV_FRAME_MISSION)
+            if flight.delivery_node and method == "gripper":
+                pad_node = net.nodes[flight.delivery_node]
+                descend = flight.items[[i.command for i in flight.items].index(m.MAV_CMD_DO_GRIPPER) - 1]
+                assert descend.z == pytest.approx(pad_node.ground_alt_m + prof.delivery_agl_m)
+        flown += 1
+    assert flown >= len(pads) // 2
