@@ -181,6 +181,10 @@ class Network:
     source: str = field(default="", compare=False)
     properties: dict = field(default_factory=dict, compare=False, repr=False)
 
+    def __hash__(self) -> int:
+        # Consistent with ==: equal networks share name, node ids and corridor count.
+        return hash((self.name, tuple(self.nodes), len(self.corridors)))
+
     # -- lookups ---------------------------------------------------------------------------
 
     def node(self, node_id: str) -> Node:
@@ -491,7 +495,9 @@ def parse_network(data: Any, source: str = "") -> Network:
             continue
         geom = feat.get("geometry")
         gtype = geom.get("type") if isinstance(geom, dict) else None
-        fid = props.get("id", feat.get("id"))
+        fid = props.get("id")
+        if fid is None and isinstance(feat.get("id"), str):
+            fid = feat["id"]        # RFC 7946 feature-level id (numeric ones, e.g. from QGIS, ignored)
         if fid is not None:
             if not isinstance(fid, str) or not fid.strip():
                 errs.add(where, f"id must be a non-empty string, got {json.dumps(fid)}")
@@ -542,7 +548,7 @@ def parse_network(data: Any, source: str = "") -> Network:
 
     frame = geo.LocalFrame.centred_on([n.lat_deg for n in nodes.values()],
                                       [n.lon_deg for n in nodes.values()])
-    corridors, corridor_where = _parse_corridors(corridor_raw, nodes, declared_nodes, frame, errs)
+    corridors, corridor_where = _parse_corridors(corridor_raw, nodes, declared_nodes, errs)
     zone_rings = [frame.to_plane([p[1] for p in z.ring], [p[0] for p in z.ring]) for z in zones]
     _check_zones(nodes, corridors, corridor_where, zone_rings, zone_where, frame, errs)
     # Reachability is only meaningful when every node and corridor made it through.
@@ -639,7 +645,7 @@ def _parse_zone(where: str, fid: str | None, props: dict, coords: Any,
 
 
 def _parse_corridors(raw: list[tuple[int, dict, list]], nodes: Mapping[str, Node],
-                     declared_nodes: set[str], frame: geo.LocalFrame, errs: _Collector
+                     declared_nodes: set[str], errs: _Collector
                      ) -> tuple[list[Corridor], list[str]]:
     corridors: list[Corridor] = []
     wheres: list[str] = []

@@ -695,3 +695,15 @@ def test_cli_generate_bad_center(tmp_path, capsys):
                "--center", "north", "-o", str(tmp_path / "x.geojson")])
     assert rc == 2
     assert "--center must be LAT,LON" in capsys.readouterr().err
+
+
+def test_feature_level_ids_and_hash():
+    data = base()
+    props = feature(data, "PB")["properties"]
+    del props["id"]
+    feature(data, 3)["id"] = "PB"                         # RFC 7946 feature-level id
+    feature(data, 4)["id"] = 17                           # numeric ids (QGIS) are ignored
+    net = parse_network(data)
+    assert "PB" in net.nodes and net.corridors[0].id is None
+    assert hash(net) == hash(parse_network(base())) and net == parse_network(base())
+    assert {net: 1}[parse_network(base())] == 1
