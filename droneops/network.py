@@ -962,7 +962,7 @@ def connect_network(network: Network, max_distance_m: float,
     pairs = pairs[_segments_clear(pts[pairs[:, 0]], pts[pairs[:, 1]], _zone_rings_plane(network))]
     pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
     added = tuple(Corridor(from_id=ids[i], to_id=ids[j]) for i, j in pairs.tolist())
-    return replace(network, corridors=network.corridors + added)
+    return replace(network, corridors=tuple(network.corridors) + added)
 
 
 DEFAULT_CONNECT_RADIUS_M = 3000.0
