@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"droneops {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_energy, _add_network, _add_plan, _add_mission):
+    for add in (_add_energy, _add_network, _add_plan, _add_mission, _add_fly):
         add(sub)
     return parser
 
@@ -226,15 +226,17 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_mission(sub: argparse._SubParsersAction) -> None:
+    import textwrap
+
     p = sub.add_parser(
         "mission",
         help="read QGroundControl .plan files (MAVLink mission items)",
-        description=(
+        description=textwrap.fill(
             "Work with PX4 missions as MAVLink items. 'import' reads a QGroundControl .plan "
             "(simple items, geofence polygons/circles, rally points) and prints its items and a "
             "summary. droneops writes .plan files with 'droneops plan ... --qgc FILE.plan' "
             "(one file per flight: FILE.plan, FILE-2.plan, ...). Altitudes: frame 0 items are "
-            "metres AMSL, frame 3 metres above home; rally points are shown AMSL."
+            "metres AMSL, frame 3 metres above home; rally points are shown AMSL.", width=90
         ),
         epilog=(
             "examples:\n"
@@ -246,9 +248,9 @@ def _add_mission(sub: argparse._SubParsersAction) -> None:
     ms = p.add_subparsers(dest="mission_command", metavar="ACTION")
     imp = ms.add_parser(
         "import", help="print the items of a QGroundControl .plan file",
-        description="Read a QGroundControl .plan file and print its mission items, geofence and "
+        description=textwrap.fill("Read a QGroundControl .plan file and print its mission items, geofence and "
                     "rally points with a summary (items per command, route length in m, altitude "
-                    "range in m). Exits 2 naming the problem if the file is not a usable plan.",
+                    "range in m). Exits 2 naming the problem if the file is not a usable plan.", width=90),
         epilog="example:\n  droneops mission import delivery.plan --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     imp.add_argument("file", metavar="FILE.plan", help="QGroundControl plan file")
@@ -291,6 +293,209 @@ def _cmd_mission(args: argparse.Namespace) -> int:
         for item in plan.rally_items:
             print("  " + item.describe())
     return EXIT_OK
+
+
+# --- fly ----------------------------------------------------------------------------------
+
+
+def _add_fly(sub: argparse._SubParsersAction) -> None:
+    import textwrap
+
+    p = sub.add_parser(
+        "fly",
+        help="plan a delivery and fly it through PX4 / the simulated vehicle (MAVSDK)",
+        description=textwrap.fill(
+            "Plan a delivery (like 'droneops plan'), turn every flight into a checked PX4 mission "
+            "(AMSL waypoints along the corridors, geofence from the no-fly zones, rally points at "
+            "stations) and fly them in turn over MAVLink: preflight checks (battery covers the "
+            "flight + reserve, home on the take-off pad, landed and disarmed), upload and "
+            "read-back, arm + start, follow progress and telemetry until landed AND disarmed, "
+            "then wait at the swap/charge stop until the battery reads full (stop times are "
+            "scaled down when a simulator runs faster than real time). Live progress goes to "
+            "stderr, one line per flight. Ctrl-C stops following; the vehicle keeps flying its "
+            "mission. Exit 0 delivered, 1 a flight failed or was aborted, 2 bad input, "
+            "3 no feasible plan.", width=90
+        ),
+        epilog=(
+            "examples:\n"
+            "  droneops sim --network yunnan --at depot --port 14540 &   # a simulated vehicle\n"
+            "  droneops fly --connect udpin://127.0.0.1:14540 --network yunnan --vehicle quad7 \\\n"
+            "      --from depot --to P14 --payload-kg 1.5\n"
+            "  droneops fly --connect udpin://0.0.0.0:14540 --network huadu --vehicle quad7 "
+            "--from depot --to P01 --json > report.json   # PX4 SITL"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--connect", required=True, metavar="URL",
+                   help="MAVSDK connection URL, e.g. udpin://0.0.0.0:14540 (PX4 SITL), "
+                        "udpin://127.0.0.1:PORT (droneops sim), serial:///dev/ttyUSB0:57600")
+    p.add_argument("--network", required=True, metavar="FILE",
+                   help="village network GeoJSON, or a shipped name (huadu, yunnan)")
+    p.add_argument("--vehicle", required=True, metavar="NAME",
+                   help="vehicle profile name (quad7, m100) or path to a .toml")
+    p.add_argument("--from", dest="origin", required=True, metavar="ID", help="origin node id (depot)")
+    p.add_argument("--to", dest="destination", required=True, metavar="ID", help="destination pad id")
+    p.add_argument("--payload-kg", type=float, default=0.0, metavar="KG", help="payload mass, kg (default 0)")
+    p.add_argument("--wind", default="calm", metavar="S@D",
+                   help="steady wind for planning, m/s @ degrees it blows FROM (e.g. 6@90); default calm")
+    p.add_argument("--return-to", default="any", metavar="ID",
+                   help="where to end: 'any' recharge node (default), 'origin', or a node id")
+    p.add_argument("--objective", choices=("time", "energy"), default="time",
+                   help="what the plan minimises (default time)")
+    p.add_argument("--timeout-s", type=float, default=None, metavar="S",
+                   help="give up following the delivery after S wall-clock seconds (default: each "
+                        "flight gets 3x its planned duration + 120 s)")
+    p.add_argument("--home-tolerance-m", type=float, default=10.0, metavar="M",
+                   help="how far the vehicle's home may be from the take-off pad, m (default 10)")
+    p.add_argument("--json", action="store_true",
+                   help="print the flight report as JSON on stdout (per flight: planned vs used "
+                        "energy in Wh, duration in s, result)")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print MAVSDK's own log on stderr")
+    p.set_defaults(handler=_cmd_fly)
+
+
+class _LiveProgress:
+    """One status line per flight on stderr (rewritten in place on a terminal)."""
+
+    def __init__(self, missions, stream=sys.stderr) -> None:
+        import time
+
+        self._time = time
+        self.missions = missions
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.state: dict = {}
+        self._last_draw = 0.0
+        self._line_open = False
+
+    def _label(self, k: int) -> str:
+        m = self.missions[k]
+        return f"flight {k + 1}/{len(self.missions)} {m.from_id}->{m.to_id}"
+
+    def _draw(self, k: int, text: str, final: bool = False) -> None:
+        line = f"{self._label(k)}: {text}"
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + line + ("\n" if final else ""))
+            self._line_open = not final
+        elif final:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def note(self, text: str) -> None:
+        if self._line_open:
+            self.stream.write("\n")
+            self._line_open = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def __call__(self, ev) -> None:
+        k = ev.flight
+        d = ev.data
+        st = self.state
+        if ev.kind == "telemetry":
+            st.update(alt=d.get("abs_alt_m"), batt=d.get("battery_pct"), landed=d.get("landed_state"))
+        elif ev.kind == "progress":
+            st.update(cur=d["current"], tot=d["total"])
+        elif ev.kind == "mode":
+            st["mode"] = d["mode"]
+        elif ev.kind == "status":
+            st["phase"] = d.get("phase")
+        elif ev.kind == "upload":
+            st["phase"] = f"uploading {100 * d['progress']:.0f}%"
+        elif ev.kind in ("link_lost", "link_regained"):
+            self.note(f"  link {'lost: ' + d.get('reason', '') if ev.kind == 'link_lost' else 'regained'}")
+        elif ev.kind == "stop":
+            self.note(f"  {d['action']} stop at {d['node']} (planned {d['planned_s']:.0f} s, waiting "
+                      f">= {d['min_wait_s']:.0f} s and for a full battery)" if d["action"] != "deliver"
+                      else f"  delivery stop at {d['node']} ({d['min_wait_s']:.0f} s)")
+        if k < 0 or k >= len(self.missions):
+            return
+        if ev.kind in ("completed", "aborted", "failed"):
+            used = d.get("used_energy_wh")
+            energy = (f", used {used:.0f} of {d['planned_energy_wh']:.0f} Wh planned" if used is not None
+                      else f", planned {d['planned_energy_wh']:.0f} Wh")
+            self._draw(k, f"{ev.kind} in {d.get('duration_s', 0):.0f} s{energy}; {d.get('message', '')}",
+                       final=True)
+            self.state = {}
+            return
+        now = self._time.monotonic()
+        if not self.tty or now - self._last_draw < 0.2:
+            return
+        self._last_draw = now
+        parts = [st.get("mode", "?")]
+        if st.get("tot"):
+            parts.append(f"item {max(st.get('cur', 0), 0)}/{st['tot']}")
+        if st.get("alt") is not None:
+            parts.append(f"alt {st['alt']:.0f} m")
+        if st.get("batt") is not None:
+            parts.append(f"battery {st['batt']:.0f}%")
+        if st.get("landed"):
+            parts.append(st["landed"].lower().replace("_", " "))
+        if st.get("phase") and st["phase"] not in ("started",):
+            parts.append(st["phase"])
+        self._draw(k, "  ".join(parts))
+
+
+def _cmd_fly(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from droneops import flight as fl
+    from droneops.energy import Wind
+    from droneops.mission import build_checked_missions
+    from droneops.network import load_network
+    from droneops.planner import plan_delivery
+    from droneops.vehicle import load_vehicle
+
+    network = load_network(args.network)
+    profile = load_vehicle(args.vehicle)
+    wind = Wind.parse(args.wind)
+    if args.timeout_s is not None and args.timeout_s <= 0:
+        raise UserError("--timeout-s must be > 0")
+    plan = plan_delivery(network, profile, args.origin, args.destination, payload_kg=args.payload_kg,
+                         wind=wind, return_to=args.return_to, objective=args.objective)
+    if not plan.feasible:
+        print(f"droneops fly: no feasible plan: {plan.reason}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    missions = build_checked_missions(plan, network, profile)
+    if not args.verbose:
+        from mavsdk.logging import log_subscribe
+
+        log_subscribe(lambda *_: True)
+    config = fl.FlightConfig(home_tolerance_m=args.home_tolerance_m)
+    live = _LiveProgress(missions)
+    stops = ", ".join(f"{m.end_stop.action} at {m.end_stop.node}" for m in missions[:-1] if m.end_stop)
+    live.note(f"{plan.origin} -> {plan.destination} -> {plan.return_to}: {len(missions)} flight(s)"
+              + (f" ({stops})" if stops else "") + f", {plan.distance_m / 1000:.1f} km, "
+              f"planned {plan.energy_wh:.0f} Wh and {plan.duration_s / 60:.1f} min; connecting to {args.connect}")
+
+    async def run() -> fl.DeliveryReport:
+        async with fl.FlightController(args.connect, profile, config, live, network=network) as controller:
+            return await fl.fly_missions(controller, missions, plan.origin, plan.destination)
+
+    async def bounded() -> fl.DeliveryReport:
+        if args.timeout_s is None:
+            return await run()
+        try:
+            return await asyncio.wait_for(run(), args.timeout_s)
+        except asyncio.TimeoutError:
+            raise fl.FlightError(f"gave up after --timeout-s {args.timeout_s:g} s; the vehicle keeps "
+                                 "flying its current mission") from None
+
+    try:
+        report = asyncio.run(bounded())
+    except fl.FlightError as exc:
+        live.note(f"droneops fly: error: {exc}")
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for f in report.flights:
+            used = "-" if f.used_energy_wh is None else f"{f.used_energy_wh:.0f}"
+            print(f"flight {f.index + 1} {f.from_id}->{f.to_id}: {f.result}, {f.duration_s:.0f} s, "
+                  f"energy planned {f.planned_energy_wh:.0f} Wh / used {used} Wh")
+        print(f"delivery {report.result}: {report.message} ({report.duration_s:.0f} s)")
+    return EXIT_OK if report.result == "completed" else EXIT_FAILED
 
 
 # --- entry point --------------------------------------------------------------------------
