@@ -1,0 +1,756 @@
+"""Simulated PX4-like vehicles on real MAVLink, built on MAVSDK 4.1's server plugins.
+
+A :class:`SimVehicle` is one MAVLink autopilot (system id ``system_id``, component 1) that
+sends to ``udpout://127.0.0.1:PORT``, so a ground station listening on
+``udpin://127.0.0.1:PORT`` (:attr:`SimVehicle.url`) finds it, like PX4 SITL on 14540+N. The
+flight physics, battery and mission logic live in :class:`droneops.simcore.VehicleModel`; this
+module connects it to MAVSDK's server plugins and runs it in (scaled) real time:
+
+* ``MissionRawServer`` receives missions, geofences and rally points (told apart by the
+  items' ``mission_type``) and answers downloads; the model drives the items and reports them
+  complete with ``set_current_item_complete``.
+* ``ActionServer`` carries the armed state and flight mode in the heartbeat
+  (``set_armed_state`` / ``set_flight_mode_internal``).
+* ``TelemetryServer`` publishes position, velocity, heading, home, GPS, landed state and
+  status texts; ``MavlinkDirectServer`` sends what the telemetry server gets wrong or lacks
+  (SYS_STATUS, BATTERY_STATUS, MISSION_CURRENT, MISSION_ITEM_REACHED, COMMAND_ACK, MISSION_ACK).
+* ``ParamServer`` offers a few PX4 parameters (RTL_RETURN_ALT, MPC_XY_CRUISE, ...).
+
+MAVSDK 4.1 server-plugin gaps and how they are worked around (found in MAVSDK's C++ sources,
+``cpp/src/mavsdk/plugins/*_server/*_impl.cpp``):
+
+1. ``ActionServer`` rejects HOLD (``DO_SET_MODE`` to AUTO_LOITER is missing from its
+   allow-list, so ``Action.hold()`` and ``Mission.pause_mission()`` fail with COMMAND_DENIED),
+   has no handler for ``MAV_CMD_NAV_LAND`` (``Action.land()`` times out) and arms purely on a
+   flag. The vehicle therefore hooks MAVSDK's incoming-message interception
+   (``mavsdk_subscribe_incoming_messages_json``, a public C API of the library the Python
+   binding does not wrap yet) and takes ARM_DISARM, DO_SET_MODE, SET_MODE, NAV_TAKEOFF,
+   NAV_LAND, NAV_RETURN_TO_LAUNCH, MISSION_START and DO_REPOSITION itself; it answers with
+   COMMAND_ACK through ``MavlinkDirectServer``.
+2. ``TelemetryServer.publish_battery`` packs ``remaining_percent * 100`` into the int8
+   ``battery_remaining`` field (80 % arrives as 64) and ``publish_sys_status`` does the same and
+   never sets the pre-arm-check bit (MAVSDK clients then read ``is_armable`` False): SYS_STATUS
+   and BATTERY_STATUS are sent as proper messages through ``MavlinkDirectServer``.
+3. ``TelemetryServer.publish_home`` packs the altitude as ``alt * 1e-3`` instead of mm
+   (``alt * 1e3``): the altitude is passed multiplied by :data:`HOME_ALT_SCALE` so that the
+   wire value is right (``tests/test_sim.py`` checks the round trip end to end).
+4. ``MissionRawServer`` accepts every upload (no validation hook) and hands downloads back
+   verbatim. The outgoing-message interception rewrites downloaded items to PX4's frames
+   (0 -> 5, 3 -> 6); uploads PX4 would refuse (terrain frames 10/11, unknown commands) are
+   answered with PX4's MISSION_ACK error (the client gets ``UNSUPPORTED``) and the CRITICAL text
+   "IGN MISSION_ITEM: Invalid item" instead of the plugin's ACCEPTED, and the vehicle keeps
+   flying its previous mission. Gap: the plugin itself has already stored the refused items,
+   so a ``download_mission()`` after a refused upload returns those, not the previous mission.
+5. The plugin's MISSION_CURRENT has no ``total``/``mission_state`` and goes to ``seq = count``
+   at the end: it is replaced by PX4's (seq stays at the last index, total = count, 65535
+   before any upload), sent on change and at 1 Hz.
+6. Heartbeat ``system_status`` (3 standby / 4 active) cannot be set through the C API: it stays 0.
+
+Time runs ``speed_factor`` times faster than the wall clock (kinematics, delays, timers).
+Fault injection: :meth:`SimVehicle.inject_link_loss` (nothing in or out for N wall seconds),
+:meth:`SimVehicle.set_battery_drain_factor`, :meth:`SimVehicle.set_refuse_arming`,
+:meth:`SimVehicle.set_healthy`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import math
+import socket
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from mavsdk.asyncio import ComponentType, Configuration, Mavsdk
+from mavsdk.asyncio.plugins.action_server import ActionServer
+from mavsdk.asyncio.plugins.action_server import FlightMode as ServerFlightMode
+from mavsdk.asyncio.plugins.mavlink_direct_server import MavlinkDirectServer, MavlinkMessage
+from mavsdk.asyncio.plugins.mission_raw_server import MissionRawServer
+from mavsdk.asyncio.plugins.param_server import ParamServer
+from mavsdk.asyncio.plugins.telemetry_server import (
+    FixType,
+    GpsInfo,
+    Heading,
+    Position,
+    RawGps,
+    StatusText as ServerStatusText,
+    StatusTextType,
+    TelemetryServer,
+    VelocityNed,
+    VtolState,
+)
+from mavsdk.asyncio.plugins.telemetry_server import LandedState as ServerLandedState
+from mavsdk.cmavsdk_loader import _cmavsdk_lib
+from mavsdk.types import InterceptJsonCallback
+
+from droneops import simcore
+from droneops.errors import UserError
+from droneops.simcore import FlightMode, LandedState, SimConfig, SimItem, VehicleModel
+from droneops.vehicle import VehicleProfile
+
+log = logging.getLogger(__name__)
+
+HOME_ALT_SCALE = 1e6
+"""Factor for ``publish_home``'s altitude: MAVSDK 4.1 multiplies by 1e-3 where 1e3 is right."""
+
+DEFAULT_HOST = "127.0.0.1"
+MAV_TYPE_QUADROTOR = 2
+MAV_COMP_ID_AUTOPILOT1 = 1
+FORCE_DISARM_MAGIC = 21196           # ARM_DISARM param2 that forces (PX4 / MAVLink convention)
+MISSION_TOTAL_NONE = 65535           # MISSION_CURRENT.total before any upload (PX4)
+_SLOW_TELEMETRY_PERIOD_S = 1.0       # SYS_STATUS, BATTERY_STATUS, GPS, EXTENDED_SYS_STATE, ...
+_HOME_REPUBLISH_PERIOD_S = 5.0
+
+# MAVLink numbers used by the command / message handling
+CMD_NAV_RETURN_TO_LAUNCH = 20
+CMD_NAV_LAND = 21
+CMD_NAV_TAKEOFF = 22
+CMD_DO_SET_MODE = 176
+CMD_DO_REPOSITION = 192
+CMD_MISSION_START = 300
+CMD_COMPONENT_ARM_DISARM = 400
+_HANDLED_COMMANDS = frozenset({CMD_NAV_RETURN_TO_LAUNCH, CMD_NAV_LAND, CMD_NAV_TAKEOFF, CMD_DO_SET_MODE,
+                               CMD_DO_REPOSITION, CMD_MISSION_START, CMD_COMPONENT_ARM_DISARM})
+MAV_MODE_FLAG_CUSTOM_MODE_ENABLED = 1
+MAV_SYS_STATUS_SENSOR_3D_GYRO = 0x01
+MAV_SYS_STATUS_SENSOR_3D_ACCEL = 0x02
+MAV_SYS_STATUS_SENSOR_3D_MAG = 0x04
+MAV_SYS_STATUS_SENSOR_ABSOLUTE_PRESSURE = 0x08
+MAV_SYS_STATUS_SENSOR_GPS = 0x20
+MAV_SYS_STATUS_PREARM_CHECK = 0x10000000
+_SENSORS = (MAV_SYS_STATUS_SENSOR_3D_GYRO | MAV_SYS_STATUS_SENSOR_3D_ACCEL | MAV_SYS_STATUS_SENSOR_3D_MAG
+            | MAV_SYS_STATUS_SENSOR_ABSOLUTE_PRESSURE | MAV_SYS_STATUS_SENSOR_GPS)
+MAV_BATTERY_FUNCTION_ALL = 1
+MAV_BATTERY_TYPE_LIPO = 1
+MAV_BATTERY_CHARGE_STATE_OK = 1
+MAV_BATTERY_CHARGE_STATE_LOW = 2
+MAV_BATTERY_CHARGE_STATE_CRITICAL = 3
+MISSION_STATE_NO_MISSION = 1
+MISSION_STATE_NOT_STARTED = 2
+MISSION_STATE_ACTIVE = 3
+MISSION_STATE_PAUSED = 4
+MISSION_STATE_COMPLETE = 5
+
+# PX4 custom modes (main mode 4 = AUTO with these sub modes; px4_custom_mode.h)
+_PX4_MAIN_AUTO = 4
+_PX4_AUTO_SUB = {1: FlightMode.READY, 2: FlightMode.TAKEOFF, 3: FlightMode.HOLD, 4: FlightMode.MISSION,
+                 5: FlightMode.RETURN_TO_LAUNCH, 6: FlightMode.LAND}
+
+_SERVER_LANDED = {LandedState.ON_GROUND: ServerLandedState.ON_GROUND, LandedState.IN_AIR: ServerLandedState.IN_AIR,
+                  LandedState.TAKING_OFF: ServerLandedState.TAKING_OFF, LandedState.LANDING: ServerLandedState.LANDING}
+
+# ctypes prototypes of MAVSDK's message interception (C API of libcmavsdk, not wrapped in Python)
+_lib = _cmavsdk_lib
+for _fn in ("mavsdk_subscribe_incoming_messages_json", "mavsdk_subscribe_outgoing_messages_json"):
+    getattr(_lib, _fn).argtypes = [ctypes.c_void_p, InterceptJsonCallback, ctypes.c_void_p]
+    getattr(_lib, _fn).restype = ctypes.c_void_p
+for _fn in ("mavsdk_unsubscribe_incoming_messages_json", "mavsdk_unsubscribe_outgoing_messages_json"):
+    getattr(_lib, _fn).argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    getattr(_lib, _fn).restype = None
+_lib.mavsdk_configuration_set_mav_type.argtypes = [ctypes.c_void_p, ctypes.c_uint8]
+_lib.mavsdk_configuration_set_mav_type.restype = None
+
+
+def free_udp_port(host: str = DEFAULT_HOST) -> int:
+    """A UDP port on ``host`` that is free right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _num(value, default: float = math.nan) -> float:
+    """A JSON number from MAVSDK (NaN arrives as null)."""
+    return default if value is None else float(value)
+
+
+@dataclass
+class _Transfer:
+    """An upload in progress, as seen by the message interception (MAVSDK io thread)."""
+
+    count: int
+    rejection: simcore.Rejection | None = None
+
+
+@dataclass
+class SimStats:
+    """Loop health: ticks run, ticks that started more than one period late, worst lag (s)."""
+
+    ticks: int = 0
+    late_ticks: int = 0
+    max_lag_s: float = 0.0
+    positions_sent: int = 0
+    started_wall_s: float = field(default_factory=time.monotonic)
+
+
+class SimVehicle:
+    """One simulated vehicle on ``udpout://host:port``; an async context manager.
+
+    ``profile`` is a :class:`~droneops.vehicle.VehicleProfile`; it spawns at (``lat_deg``,
+    ``lon_deg``) on ground ``ground_alt_m`` AMSL. ``speed_factor`` scales simulated time,
+    ``wind`` is a :class:`droneops.energy.Wind`, ``payload_kg`` the mass carried at start,
+    ``terrain(lat, lon) -> ground AMSL m`` where landings touch down (default flat).
+    ``tick_hz`` is the simulation loop rate and ``telemetry_hz`` the position rate (wall clock).
+
+    Example::
+
+        async with SimVehicle(load_vehicle("quad7"), 23.4, 113.2, 20.0, port=free_udp_port()) as v:
+            print(v.url)    # give this to a MAVSDK ground station: udpin://127.0.0.1:PORT
+    """
+
+    def __init__(self, profile: VehicleProfile, lat_deg: float, lon_deg: float, ground_alt_m: float, *,
+                 port: int | None = None, system_id: int = 1, speed_factor: float = 1.0, wind=None,
+                 payload_kg: float = 0.0, config: SimConfig = SimConfig(),
+                 terrain: Callable[[float, float], float] | None = None, name: str = "",
+                 host: str = DEFAULT_HOST, tick_hz: float = 10.0, telemetry_hz: float = 5.0) -> None:
+        if not 1 <= system_id <= 254:
+            raise UserError(f"system id must be 1..254, got {system_id}")
+        if not (math.isfinite(speed_factor) and speed_factor > 0):
+            raise UserError(f"speed factor must be a number > 0, got {speed_factor}")
+        if tick_hz <= 0 or telemetry_hz <= 0:
+            raise UserError("tick and telemetry rates must be > 0 Hz")
+        self.model = VehicleModel(profile, lat_deg, lon_deg, ground_alt_m, config=config, wind=wind,
+                                  payload_kg=payload_kg, terrain=terrain)
+        self.host = host
+        self.port = port if port is not None else free_udp_port(host)
+        self.system_id = system_id
+        self.speed_factor = float(speed_factor)
+        self.name = name or f"sim{system_id}"
+        self.tick_hz = tick_hz
+        self.telemetry_hz = telemetry_hz
+        self.stats = SimStats()
+        self._mavsdk: Mavsdk | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._intercepts: list[tuple[str, ctypes.c_void_p, object]] = []
+        self._link_down_until = 0.0
+        self._transfers: dict[tuple[int, int], _Transfer] = {}
+        self._last_count_type = simcore.MISSION_TYPE_MISSION
+        self._plugin_items: dict[int, tuple[SimItem, ...]] = {0: (), 1: (), 2: ()}
+        self._plugin_seq = 0
+        self._published: dict[str, object] = {}
+        self._stopping = False
+
+    # --- public API -----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Connection URL for a ground station (MAVSDK ``add_any_connection``)."""
+        return f"udpin://{self.host}:{self.port}"
+
+    async def __aenter__(self) -> SimVehicle:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Create the MAVSDK autopilot, its plugins and the simulation loop."""
+        if self._mavsdk is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        config = Configuration.create_with_component_type(ComponentType.AUTOPILOT)
+        config.system_id = self.system_id
+        _lib.mavsdk_configuration_set_mav_type(config._handle, MAV_TYPE_QUADROTOR)
+        self._mavsdk = Mavsdk(config)
+        self._subscribe_intercepts()
+        server = await self._mavsdk.server_component()
+        self._action = ActionServer(server)
+        self._telemetry = TelemetryServer(server)
+        self._mission = MissionRawServer(server)
+        self._direct = MavlinkDirectServer(server)
+        self._params = ParamServer(server)
+        self._action.set_armable(False, False)     # arming is decided here, not by the plugin
+        self._action.set_disarmable(False, False)
+        self._action.set_allow_takeoff(False)
+        self._action.set_flight_mode_internal(ServerFlightMode(int(self.model.mode)))
+        self._provide_params()
+        self._mission.subscribe_incoming_mission(
+            lambda result, plan, _ud: self._call_soon(self._on_incoming_mission, result, plan))
+        self._mission.subscribe_clear_all(lambda mission_type, _ud: self._call_soon(self._on_clear_all, mission_type))
+        self._params.subscribe_changed_param_float(lambda p, _ud: self._call_soon(self._on_param, p.name, p.value))
+        self._params.subscribe_changed_param_int(lambda p, _ud: self._call_soon(self._on_param, p.name, p.value))
+        await self._mavsdk.add_any_connection(f"udpout://{self.host}:{self.port}")
+        self._publish_all(force=True)
+        self._tasks.append(asyncio.create_task(self._run(), name=f"{self.name}-loop"))
+
+    async def stop(self) -> None:
+        """Stop the loop and release MAVSDK (idempotent)."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._mavsdk is not None:
+            handle = self._mavsdk._mavsdk._handle
+            for kind, sub, _cb in self._intercepts:
+                if handle:
+                    getattr(_lib, f"mavsdk_unsubscribe_{kind}_messages_json")(handle, sub)
+            self._mavsdk.destroy()
+            self._intercepts.clear()
+            self._mavsdk = None
+
+    def inject_link_loss(self, duration_s: float) -> None:
+        """Send and receive nothing for ``duration_s`` wall-clock seconds (the GCS sees a lost link)."""
+        self._link_down_until = time.monotonic() + max(duration_s, 0.0)
+
+    @property
+    def link_up(self) -> bool:
+        return time.monotonic() >= self._link_down_until
+
+    def set_battery_drain_factor(self, factor: float) -> None:
+        """Multiply the modelled battery drain (1 = normal)."""
+        if not (math.isfinite(factor) and factor >= 0):
+            raise UserError(f"battery drain factor must be >= 0, got {factor}")
+        self.model.set_faults(battery_drain_factor=float(factor))
+
+    def set_refuse_arming(self, refuse: bool = True) -> None:
+        """Refuse every arming request (a failing pre-flight check)."""
+        self.model.set_faults(refuse_arming=bool(refuse))
+        self._publish_all(force=True)
+
+    def set_healthy(self, healthy: bool = True) -> None:
+        """Report sensors and GPS healthy or not (unhealthy refuses arming)."""
+        self.model.set_faults(unhealthy=not healthy)
+        self._publish_all(force=True)
+
+    async def wait_until(self, predicate: Callable[[VehicleModel], bool], timeout_s: float = 30.0) -> None:
+        """Wait (wall clock) until ``predicate(model)`` holds; TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout_s
+        while not predicate(self.model):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: condition not met within {timeout_s} s")
+            await asyncio.sleep(1.0 / self.tick_hz)
+
+    # --- simulation loop ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        period = 1.0 / self.tick_hz
+        position_period = 1.0 / self.telemetry_hz
+        last = time.monotonic()
+        next_tick = last + period
+        next_position = last
+        next_slow = last + _SLOW_TELEMETRY_PERIOD_S
+        while True:
+            now = time.monotonic()
+            delay = next_tick - now
+            if delay > 0:
+                await asyncio.sleep(delay)
+                now = time.monotonic()
+            lag = now - next_tick
+            self.stats.ticks += 1
+            self.stats.max_lag_s = max(self.stats.max_lag_s, lag)
+            if lag > period:
+                self.stats.late_ticks += 1
+                next_tick = now  # do not try to catch up with a burst of ticks
+            next_tick += period
+            dt_wall = min(now - last, 1.0)   # a stalled process does not jump the sim ahead
+            last = now
+            try:
+                self.model.step(dt_wall * self.speed_factor)
+                self._handle_events()
+                self._publish_all(force=False)
+                if now >= next_position:
+                    self._publish_position()
+                    next_position = max(next_position + position_period, now)
+                if now >= next_slow:
+                    self._publish_slow()
+                    next_slow = max(next_slow + _SLOW_TELEMETRY_PERIOD_S, now)
+            except Exception:   # keep flying on a publishing error, but say so
+                log.exception("%s: simulation step failed", self.name)
+
+    def _handle_events(self) -> None:
+        for event in self.model.pop_events():
+            if isinstance(event, simcore.ItemReached):
+                self._report_reached(event.seq)
+            elif isinstance(event, simcore.StatusText):
+                self._status_text(event.severity, event.text)
+
+    def _report_reached(self, seq: int) -> None:
+        """MISSION_ITEM_REACHED for ``seq``: via the plugin while its copy and position agree."""
+        plugin_items = self._plugin_items[simcore.MISSION_TYPE_MISSION]
+        if self.link_up and plugin_items == self.model.mission and self._plugin_seq == seq:
+            self._mission.set_current_item_complete()
+            self._plugin_seq = min(seq + 1, len(plugin_items))
+        else:
+            self._send("MISSION_ITEM_REACHED", {"seq": seq})
+        self._send_mission_current()
+
+    # --- publishing -------------------------------------------------------------------------
+
+    def _send(self, name: str, fields: dict, target_system: int = 0, target_component: int = 0) -> None:
+        if self._mavsdk is None or not self.link_up:
+            return
+        try:
+            self._direct.send_message(MavlinkMessage(name, 0, 0, target_system, target_component, json.dumps(fields)))
+        except Exception as exc:  # noqa: BLE001 - a malformed message must not stop the sim
+            log.warning("%s: cannot send %s: %s", self.name, name, exc)
+
+    def _status_text(self, severity: int, text: str) -> None:
+        if self._mavsdk is None or not self.link_up:
+            return
+        self._telemetry.publish_status_text(ServerStatusText(StatusTextType(7 - severity), text[:50]))
+
+    def _publish_position(self) -> None:
+        if not self.link_up:
+            return
+        m = self.model
+        lat, lon = m.lat_lon_deg
+        vn, ve, vd = m.velocity_ned_mps
+        self._telemetry.publish_position(Position(lat, lon, m.alt_m, m.relative_alt_m),
+                                         VelocityNed(vn, ve, vd), Heading(m.heading_deg))
+        self.stats.positions_sent += 1
+
+    def _publish_all(self, force: bool) -> None:
+        """Push what changed (armed, mode, landed state, home) at once; everything if ``force``."""
+        if self._mavsdk is None:
+            return
+        m = self.model
+        state = {"armed": m.armed, "mode": m.mode, "landed": m.landed, "home": m.home,
+                 "seq": (m.current_seq, len(m.mission), m.mission_finished, m.mission_uploaded),
+                 "healthy": (m.healthy, m.armable)}
+        changed = {k for k, v in state.items() if force or self._published.get(k) != v}
+        if not changed or not self.link_up:
+            return
+        self._published.update(state)
+        if "armed" in changed:
+            self._action.set_armed_state(m.armed)
+        if "mode" in changed:
+            self._action.set_flight_mode_internal(ServerFlightMode(int(m.mode)))
+        if "landed" in changed:
+            self._telemetry.publish_extended_sys_state(VtolState.MC, _SERVER_LANDED[m.landed])
+        if "home" in changed:
+            self._publish_home()
+        if "seq" in changed or "mode" in changed:
+            self._send_mission_current()
+        if changed & {"armed", "healthy"}:
+            self._send_sys_status()
+        if force:
+            self._publish_position()
+            self._publish_slow()
+
+    def _publish_home(self) -> None:
+        home = self.model.home
+        self._telemetry.publish_home(Position(home.lat_deg, home.lon_deg, home.alt_m * HOME_ALT_SCALE, 0.0))
+        self._home_published_at = time.monotonic()
+
+    def _publish_slow(self) -> None:
+        """The 1 Hz messages: SYS_STATUS, BATTERY_STATUS, GPS_RAW_INT, EXTENDED_SYS_STATE, ..."""
+        if not self.link_up:
+            return
+        m = self.model
+        self._send_sys_status()
+        self._send_battery()
+        lat, lon = m.lat_lon_deg
+        vn, ve, _ = m.velocity_ned_mps
+        ground_speed = math.hypot(vn, ve)
+        fix = FixType.FIX_3D if m.healthy else FixType.NO_FIX
+        sats = 12 if m.healthy else 0
+        self._telemetry.publish_raw_gps(
+            RawGps(int(time.time() * 1e6), lat, lon, m.alt_m, 0.8, 1.2, ground_speed, m.heading_deg, m.alt_m,
+                   0.5, 0.8, 0.2, 1.0, math.nan), GpsInfo(sats, fix))
+        self._telemetry.publish_extended_sys_state(VtolState.MC, _SERVER_LANDED[m.landed])
+        self._send_mission_current()
+        if time.monotonic() - getattr(self, "_home_published_at", 0.0) > _HOME_REPUBLISH_PERIOD_S:
+            self._publish_home()
+
+    def _send_sys_status(self) -> None:
+        m = self.model
+        health = _SENSORS if m.healthy else 0
+        if m.armable or m.armed:
+            health |= MAV_SYS_STATUS_PREARM_CHECK
+        self._send("SYS_STATUS", {
+            "onboard_control_sensors_present": _SENSORS | MAV_SYS_STATUS_PREARM_CHECK,
+            "onboard_control_sensors_enabled": _SENSORS | MAV_SYS_STATUS_PREARM_CHECK,
+            "onboard_control_sensors_health": health,
+            "load": 0, "voltage_battery": int(round(m.battery_voltage_v * 1000)),
+            "current_battery": int(round(m.battery.current_a * 100)),
+            "battery_remaining": int(math.floor(m.battery_pct)),
+            "drop_rate_comm": 0, "errors_comm": 0, "errors_count1": 0, "errors_count2": 0,
+            "errors_count3": 0, "errors_count4": 0})
+
+    def _send_battery(self) -> None:
+        m = self.model
+        pct = int(math.floor(m.battery_pct))       # PX4 reports whole percent steps
+        state = (MAV_BATTERY_CHARGE_STATE_CRITICAL if pct < m.config.emergency_land_pct
+                 else MAV_BATTERY_CHARGE_STATE_LOW if pct < m.config.arm_min_battery_pct
+                 else MAV_BATTERY_CHARGE_STATE_OK)
+        self._send("BATTERY_STATUS", {
+            "id": 0, "battery_function": MAV_BATTERY_FUNCTION_ALL, "type": MAV_BATTERY_TYPE_LIPO,
+            "temperature": 32767, "voltages": [min(int(round(m.battery_voltage_v * 1000)), 65534)] + [65535] * 9,
+            "current_battery": int(round(m.battery.current_a * 100)),
+            "current_consumed": int(round(m.battery.consumed_ah * 1000)),
+            "energy_consumed": int(round((m.battery.capacity_wh - m.battery.remaining_wh) * 36)),
+            "battery_remaining": pct, "time_remaining": 0, "charge_state": state,
+            "voltages_ext": [0, 0, 0, 0], "mode": 0, "fault_bitmask": 0})
+
+    def _send_mission_current(self) -> None:
+        m = self.model
+        if not m.mission_uploaded:
+            total, state = MISSION_TOTAL_NONE, MISSION_STATE_NO_MISSION
+        elif not m.mission:
+            total, state = 0, MISSION_STATE_NO_MISSION
+        else:
+            total = len(m.mission)
+            if m.mission_finished:
+                state = MISSION_STATE_COMPLETE
+            elif m.mode == FlightMode.MISSION and m.armed:
+                state = MISSION_STATE_ACTIVE
+            elif m.current_seq > 0:
+                state = MISSION_STATE_PAUSED
+            else:
+                state = MISSION_STATE_NOT_STARTED
+        self._send("MISSION_CURRENT", {
+            "seq": m.current_seq, "total": total, "mission_state": state,
+            "mission_mode": 1 if m.mode == FlightMode.MISSION else 2,
+            "mission_id": _mission_id(m.mission), "fence_id": _mission_id(m.fence),
+            "rally_points_id": _mission_id(m.rally)})
+
+    # --- parameters ---------------------------------------------------------------------------
+
+    _FLOAT_PARAMS = {
+        "RTL_RETURN_ALT": "rtl_return_alt_m", "MIS_TAKEOFF_ALT": "takeoff_alt_m",
+        "COM_DISARM_PRFLT": "disarm_preflight_s", "NAV_ACC_RAD": "acceptance_radius_m",
+        "MPC_LAND_SPEED": "land_descent_speed_mps", "MPC_LAND_CRWL": "land_slow_speed_mps",
+        "MPC_LAND_ALT2": "land_slow_agl_m", "BAT_LOW_THR": None, "MPC_XY_CRUISE": None,
+    }
+
+    def _provide_params(self) -> None:
+        c = self.model.config
+        for name, attr in self._FLOAT_PARAMS.items():
+            if attr is not None:
+                value = getattr(c, attr)
+            elif name == "BAT_LOW_THR":
+                value = c.arm_min_battery_pct / 100.0
+            else:
+                value = self.model.mission_speed_mps
+            self._params.provide_param_float(name, float(value))
+        self._params.provide_param_int("NAV_DLL_ACT", 0)
+        self._params.provide_param_int("MIS_COMMAND_TOUT", 0)
+
+    def _on_param(self, name: str, value: float) -> None:
+        from dataclasses import replace
+
+        attr = self._FLOAT_PARAMS.get(name)
+        if attr:
+            self.model.config = replace(self.model.config, **{attr: float(value)})
+        elif name == "BAT_LOW_THR":
+            self.model.config = replace(self.model.config, arm_min_battery_pct=float(value) * 100.0)
+        elif name == "MPC_XY_CRUISE" and value > 0:
+            self.model.mission_speed_mps = min(float(value), self.model.profile.max_speed_mps)
+
+    # --- MAVSDK callbacks (arrive on MAVSDK threads; handled on the event loop) ---------------
+
+    def _call_soon(self, fn, *args) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(fn, *args)
+
+    def _on_incoming_mission(self, result, plan) -> None:
+        items = tuple(_from_plugin_item(i) for i in plan.mission_items)
+        mission_type = items[0].mission_type if items else self._last_count_type
+        self._plugin_items[mission_type] = items   # the plugin stores whatever it got
+        if mission_type == simcore.MISSION_TYPE_MISSION:
+            self._plugin_seq = 0
+        if int(result) != 1:   # MissionRawServerResult.SUCCESS
+            log.info("%s: incomplete upload (result %s) ignored", self.name, result)
+            return
+        rejection = simcore.check_upload(items)
+        if rejection is not None:
+            log.info("%s: refused upload of mission type %d (item %d)", self.name, mission_type, rejection.seq)
+            return
+        if mission_type == simcore.MISSION_TYPE_MISSION:
+            self.model.load_mission(items)
+        elif mission_type == simcore.MISSION_TYPE_FENCE:
+            self.model.load_fence(items)
+        elif mission_type == simcore.MISSION_TYPE_RALLY:
+            self.model.load_rally(items)
+        self._publish_all(force=False)
+
+    def _on_clear_all(self, mission_type: int) -> None:
+        if mission_type in (simcore.MISSION_TYPE_MISSION, 255):
+            self._plugin_items[0] = ()
+            self.model.clear_mission()
+        if mission_type in (simcore.MISSION_TYPE_FENCE, 255):
+            self._plugin_items[1] = ()
+            self.model.load_fence(())
+        if mission_type in (simcore.MISSION_TYPE_RALLY, 255):
+            self._plugin_items[2] = ()
+            self.model.load_rally(())
+        self._publish_all(force=False)
+
+    def _on_set_current(self, seq: int) -> None:
+        if seq < len(self._plugin_items[0]):
+            self._plugin_seq = seq
+        if self.model.set_current(seq):
+            self._send_mission_current()
+
+    def _on_command(self, name: str, sysid: int, compid: int, f: dict) -> None:
+        """A COMMAND_LONG / COMMAND_INT taken from the link: act, then COMMAND_ACK."""
+        command = int(f.get("command", 0))
+        p = [_num(f.get(f"param{i}")) for i in range(1, 8)] if name == "COMMAND_LONG" else None
+        if p is None:   # COMMAND_INT: x/y are degE7 integers, z is param 7
+            p = [_num(f.get(f"param{i}")) for i in range(1, 5)]
+            x, y = f.get("x"), f.get("y")
+            p += [x / 1e7 if x not in (None, 0) else math.nan, y / 1e7 if y not in (None, 0) else math.nan,
+                  _num(f.get("z"))]
+        m = self.model
+        if command == CMD_COMPONENT_ARM_DISARM:
+            if p[0] == 1:
+                outcome = m.request_arm()
+            else:
+                outcome = m.request_disarm(force=p[1] == FORCE_DISARM_MAGIC)
+        elif command == CMD_DO_SET_MODE:
+            outcome = self._set_mode_from_px4(int(p[0]) if math.isfinite(p[0]) else 0,
+                                              int(p[1]) if math.isfinite(p[1]) else 0,
+                                              int(p[2]) if math.isfinite(p[2]) else 0)
+        elif command == CMD_NAV_TAKEOFF:
+            outcome = m.request_takeoff(p[6])
+        elif command == CMD_NAV_LAND:
+            outcome = m.request_mode(FlightMode.LAND)
+        elif command == CMD_NAV_RETURN_TO_LAUNCH:
+            outcome = m.request_mode(FlightMode.RETURN_TO_LAUNCH)
+        elif command == CMD_MISSION_START:
+            outcome = m.request_mode(FlightMode.MISSION)
+        elif command == CMD_DO_REPOSITION:
+            lat, lon = p[4], p[5]
+            if not (math.isfinite(lat) and math.isfinite(lon)):
+                lat, lon = m.lat_lon_deg
+            outcome = m.request_reposition(lat, lon, p[6])
+        else:
+            outcome = simcore.CommandResult(simcore.RESULT_UNSUPPORTED)
+        self._send("COMMAND_ACK", {"command": command, "result": outcome.result, "progress": 255,
+                                   "result_param2": 0, "target_system": sysid, "target_component": compid},
+                   sysid, compid)
+        self._handle_events()
+        self._publish_all(force=False)
+
+    def _set_mode_from_px4(self, base_mode: int, main_mode: int, sub_mode: int) -> simcore.CommandResult:
+        if not base_mode & MAV_MODE_FLAG_CUSTOM_MODE_ENABLED or main_mode != _PX4_MAIN_AUTO \
+                or sub_mode not in _PX4_AUTO_SUB:
+            return simcore.CommandResult(simcore.RESULT_TEMPORARILY_REJECTED, "mode not available in the simulator")
+        return self.model.request_mode(_PX4_AUTO_SUB[sub_mode])
+
+    def _on_set_mode_message(self, sysid: int, compid: int, f: dict) -> None:
+        custom = int(f.get("custom_mode") or 0)
+        outcome = self._set_mode_from_px4(int(f.get("base_mode") or 0), (custom >> 16) & 0xFF, (custom >> 24) & 0xFF)
+        self._send("COMMAND_ACK", {"command": 11, "result": outcome.result, "progress": 255, "result_param2": 0,
+                                   "target_system": sysid, "target_component": compid}, sysid, compid)
+        self._handle_events()
+        self._publish_all(force=False)
+
+    def _on_upload_refused(self, rejection: simcore.Rejection) -> None:
+        self._status_text(simcore.SEVERITY_CRITICAL, rejection.text)
+
+    # --- message interception (runs on MAVSDK's io thread: keep it short, never raise) ---------
+
+    def _subscribe_intercepts(self) -> None:
+        handle = self._mavsdk._mavsdk._handle
+        for kind, fn in (("incoming", self._intercept_incoming), ("outgoing", self._intercept_outgoing)):
+            cb = InterceptJsonCallback(fn)
+            sub = getattr(_lib, f"mavsdk_subscribe_{kind}_messages_json")(handle, cb, None)
+            self._intercepts.append((kind, sub, cb))   # keep ``cb`` alive while subscribed
+
+    def _intercept_incoming(self, msg, _user_data) -> int:
+        try:
+            if not self.link_up:
+                return 0
+            name = msg.message_name
+            if name in (b"COMMAND_LONG", b"COMMAND_INT"):
+                f = json.loads(msg.fields_json)
+                if int(f.get("command", 0)) not in _HANDLED_COMMANDS or \
+                        f.get("target_system") not in (0, self.system_id):
+                    return 1
+                self._call_soon(self._on_command, name.decode(), msg.system_id, msg.component_id, f)
+                return 0
+            if name == b"SET_MODE":
+                f = json.loads(msg.fields_json)
+                if f.get("target_system") not in (0, self.system_id):
+                    return 1
+                self._call_soon(self._on_set_mode_message, msg.system_id, msg.component_id, f)
+                return 0
+            if name == b"MISSION_COUNT":
+                f = json.loads(msg.fields_json)
+                mission_type = int(f.get("mission_type", 0))
+                self._last_count_type = mission_type
+                self._transfers[(msg.system_id, mission_type)] = _Transfer(int(f.get("count", 0)))
+            elif name == b"MISSION_ITEM_INT":
+                f = json.loads(msg.fields_json)
+                transfer = self._transfers.get((msg.system_id, int(f.get("mission_type", 0))))
+                if transfer is not None and transfer.rejection is None:
+                    transfer.rejection = simcore.check_item(_item_from_fields(f))
+            elif name == b"MISSION_SET_CURRENT":
+                f = json.loads(msg.fields_json)
+                self._call_soon(self._on_set_current, int(f.get("seq", 0)))
+            return 1
+        except Exception:  # noqa: BLE001 - never let an exception drop a message silently
+            log.exception("%s: incoming interception failed", self.name)
+            return 1
+
+    def _intercept_outgoing(self, msg, _user_data) -> int:
+        try:
+            if not self.link_up:
+                return 0
+            name = msg.message_name
+            if name == b"MISSION_ITEM_INT":
+                f = json.loads(msg.fields_json)
+                frame = simcore.PX4_DOWNLOAD_FRAME.get(int(f.get("frame", -1)))
+                if frame is None:
+                    return 1
+                f["frame"] = frame   # answer the download with PX4's frame numbers
+                self._resend(msg, f)
+                return 0
+            if name == b"MISSION_CURRENT":
+                f = json.loads(msg.fields_json)
+                return 0 if int(f.get("mission_state") or 0) == 0 else 1   # the plugin's: replaced
+            if name == b"MISSION_ACK":
+                f = json.loads(msg.fields_json)
+                key = (msg.target_system_id, int(f.get("mission_type", 0)))
+                transfer = self._transfers.pop(key, None)
+                if transfer is None or transfer.rejection is None or int(f.get("type", 0)) != 0:
+                    return 1
+                f["type"] = transfer.rejection.ack_type   # PX4 refuses what the plugin accepted
+                self._resend(msg, f)
+                self._call_soon(self._on_upload_refused, transfer.rejection)
+                return 0
+            return 1
+        except Exception:  # noqa: BLE001
+            log.exception("%s: outgoing interception failed", self.name)
+            return 1
+
+    def _resend(self, msg, fields: dict) -> None:
+        fields.pop("message_id", None)
+        fields.pop("message_name", None)
+        self._direct.send_message(MavlinkMessage(msg.message_name.decode(), 0, 0, msg.target_system_id,
+                                                 msg.target_component_id, json.dumps(fields)))
+
+
+def _item_from_fields(f: dict) -> SimItem:
+    return SimItem(seq=int(f.get("seq", 0)), frame=int(f.get("frame", 0)), command=int(f.get("command", 0)),
+                   current=int(f.get("current", 0)), autocontinue=int(f.get("autocontinue", 1)),
+                   param1=_num(f.get("param1")), param2=_num(f.get("param2")), param3=_num(f.get("param3")),
+                   param4=_num(f.get("param4")), x=int(f.get("x", 0)), y=int(f.get("y", 0)),
+                   z=_num(f.get("z"), 0.0), mission_type=int(f.get("mission_type", 0)))
+
+
+def _from_plugin_item(i) -> SimItem:
+    return SimItem(seq=i.seq, frame=i.frame, command=i.command, current=i.current, autocontinue=i.autocontinue,
+                   param1=i.param1, param2=i.param2, param3=i.param3, param4=i.param4, x=i.x, y=i.y, z=i.z,
+                   mission_type=i.mission_type)
+
+
+def _mission_id(items: Sequence[SimItem]) -> int:
+    """A CRC32 over the items (PX4 reports a checksum of the plan as mission_id)."""
+    if not items:
+        return 0
+    blob = repr([(i.command, i.frame, i.x, i.y, round(i.z, 3), round(i.param1, 3), round(i.param2, 3))
+                 for i in items]).encode()
+    return zlib.crc32(blob) & 0xFFFFFFFF
