@@ -41,7 +41,15 @@ class VehicleProfile:
       ``rotor_count``, ``rotor_radius_m``, ``induced_power_factor`` (k, ratio of real to ideal
       induced power), ``profile_power_w`` (blade profile power in hover), ``advance_ratio_coeff``
       (profile power growth with speed, ``P0 (1 + c mu^2)``), ``drag_area_m2`` (parasite drag
-      area C_D*A), ``avionics_power_w``, ``air_density_kgpm3``.
+      area C_D*A), ``avionics_power_w``, ``air_density_kgpm3``; ``rotor_tip_speed_mps`` (for the
+      advance ratio mu; 0 = no growth), ``drivetrain_efficiency`` (shaft / electrical power),
+      ``forward_inflow_factor`` (share of the in-plane airspeed feeding the rotors' mass flow in
+      Glauert's inflow equation; 1 = isolated rotor, < 1 = multirotor wake interference).
+    How the vehicle flies a hop (durations and transitions, see :func:`droneops.energy.hop_energy`):
+      ``horizontal_accel_mps2`` (start/stop of each leg; 0 = instantaneous),
+      ``vertical_brake_mps2`` (descent braking before landing), ``landing_agl_m`` and
+      ``landing_speed_mps`` (final slow descent), ``transition_hover_s`` (hover at cruise height
+      per hop), ``ground_idle_s`` and ``ground_idle_power_w`` (motors on while on the ground).
     """
 
     name: str
@@ -67,6 +75,17 @@ class VehicleProfile:
     drag_area_m2: float
     avionics_power_w: float
     air_density_kgpm3: float = 1.225
+    # Added for droneops.energy (defaults keep older profiles valid; 0 switches a term off):
+    rotor_tip_speed_mps: float = 0.0
+    drivetrain_efficiency: float = 1.0
+    forward_inflow_factor: float = 1.0
+    horizontal_accel_mps2: float = 0.0
+    vertical_brake_mps2: float = 0.0
+    landing_agl_m: float = 0.0
+    landing_speed_mps: float = 0.0
+    transition_hover_s: float = 0.0
+    ground_idle_s: float = 0.0
+    ground_idle_power_w: float = 0.0
     description: str = ""
     source: str = ""
 
@@ -115,6 +134,11 @@ def parse_vehicle(data: dict, name: str, source: str = "") -> VehicleProfile:
     for key in ("usable_fraction", "reserve_fraction"):
         if not 0 <= getattr(profile, key) <= 1:
             raise UserError(f"{where}: {key} must be between 0 and 1")
+    for key in ("drivetrain_efficiency", "forward_inflow_factor"):
+        if not 0 < getattr(profile, key) <= 1:
+            raise UserError(f"{where}: {key} must be in (0, 1]")
+    if profile.landing_agl_m > 0 and profile.landing_speed_mps <= 0:
+        raise UserError(f"{where}: landing_speed_mps must be > 0 when landing_agl_m > 0")
     if profile.reserve_fraction >= profile.usable_fraction:
         raise UserError(f"{where}: reserve_fraction must be below usable_fraction")
     for key in ("mass_empty_kg", "battery_capacity_wh", "cruise_speed_mps", "climb_speed_mps",

@@ -1,0 +1,584 @@
+"""Calibrate and validate :mod:`droneops.energy` on measured DJI Matrice 100 flights.
+
+Data: Rodrigues, Patrikar, Choudhry et al., "Data Collected with Package Delivery Quadcopter
+Drone", Carnegie Mellon University, 2020, DOI 10.1184/R1/12683453 (CC BY 4.0); paper:
+Rodrigues et al. 2022, Patterns 3(8) 100569. The project keeps a calibration subset in
+``../shared/data/cmu-m100/`` next to the repository (override with ``DRONEOPS_CMU_DATA``):
+``flights_calibration.csv`` (one row per flight, the target ``motor_on_energy_wh``) and
+``telemetry_calibration.csv.gz`` (5-10 Hz time series).
+
+What a planner knows before take-off is all the prediction uses: horizontal path length,
+cruise altitude above the take-off point, programmed ground speed, payload and the mean
+ground wind speed (its direction is unknown: the closed triangle R1 is flown in every
+direction, so power is averaged over all tracks). Each R route is flown as ``ROUTE_LEGS``
+straight legs, stopping at every corner (seen in the telemetry).
+
+Run ``python -m droneops.calibration`` for the fit report (parameters, in-sample and
+cross-validated MAPE, worst flight, per-flight table). ``--telemetry`` also re-derives the
+kinematic and power figures baked into ``missions/vehicles/m100.toml`` from the time series,
+``--write-profile FILE`` writes the fitted values into a profile TOML (comments kept).
+
+Fitting happens in two stages, both scipy least squares on relative errors:
+
+1. kinematics on the measured flight durations (``motor_on_s``): ``KINEMATIC_PARAMS``;
+2. power on the measured flight energies (``motor_on_energy_wh``): ``ENERGY_PARAMS``.
+
+Everything else in the profile is a specification (mass, rotors, battery) or measured
+directly in the telemetry (climb/descent/landing speeds, ground idle, avionics, drivetrain
+efficiency); see :func:`telemetry_summary`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import gzip
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from droneops.energy import _track_power, hop_durations, hop_phases, power_w
+from droneops.errors import UserError
+from droneops.vehicle import VehicleProfile, load_vehicle
+
+DATA_ENV = "DRONEOPS_CMU_DATA"
+FLIGHTS_FILE = "flights_calibration.csv"
+TELEMETRY_FILE = "telemetry_calibration.csv.gz"
+ROUTE_LEGS = 3
+"""Straight legs per cruise route: R1 is a closed triangle with a stop at each corner."""
+
+KINEMATIC_PARAMS = ("transition_hover_s", "horizontal_accel_mps2", "vertical_brake_mps2")
+"""Fitted on the measured flight durations."""
+ENERGY_PARAMS = ("induced_power_factor", "drag_area_m2")
+"""Fitted on the measured flight energies (the target)."""
+CURVE_PARAMS = ("drivetrain_efficiency", "forward_inflow_factor", "drag_area_m2")
+"""Measured on the telemetry's steady-regime powers (``--telemetry``); only the first two are
+kept: the drag area is refitted on the flight energies."""
+_BOUNDS = {
+    "transition_hover_s": (0.0, 30.0),
+    "horizontal_accel_mps2": (0.2, 10.0),
+    "vertical_brake_mps2": (0.02, 5.0),
+    "induced_power_factor": (1.0, 3.0),
+    "profile_power_w": (0.0, 1000.0),
+    "drag_area_m2": (0.0, 1.0),
+    "forward_inflow_factor": (0.05, 1.0),
+    "drivetrain_efficiency": (0.2, 1.0),
+}
+TARGET_MAPE_PCT = 2.5
+TARGET_MAX_PCT = 10.0
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def data_dir() -> Path:
+    """The CMU data folder: ``$DRONEOPS_CMU_DATA`` or ``<repo>/../shared/data/cmu-m100``."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parent.parent
+    return repo.parent / "shared" / "data" / "cmu-m100"
+
+
+@dataclass(frozen=True)
+class Flight:
+    """One row of ``flights_calibration.csv`` in SI units (payload converted from g to kg)."""
+
+    flight: int
+    route: str
+    speed_mps: float
+    payload_kg: float
+    altitude_m: float
+    path_len_m: float
+    wind_mps: float
+    energy_wh: float
+    duration_s: float
+
+
+def _num(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def load_flights(folder: Path | None = None) -> list[Flight]:
+    """Read ``flights_calibration.csv``; missing numbers become NaN."""
+    path = (folder or data_dir()) / FLIGHTS_FILE
+    if not path.is_file():
+        raise UserError(f"CMU flight table not found: {path} (set {DATA_ENV} to the cmu-m100 folder)")
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return [Flight(flight=int(r["flight"]), route=r["route"].strip(), speed_mps=_num(r["speed"]),
+                   payload_kg=_num(r["payload"]) / 1000.0, altitude_m=_num(r["altitude"]),
+                   path_len_m=_num(r["path_len_h_m"]), wind_mps=_num(r["wind_speed_ground_mean"]),
+                   energy_wh=_num(r["motor_on_energy_wh"]), duration_s=_num(r["motor_on_s"]))
+            for r in rows]
+
+
+def select_cruise_flights(flights: list[Flight]) -> tuple[list[Flight], list[tuple[Flight, str]]]:
+    """Split rows into valid cruise flights and ``(flight, reason)`` exclusions.
+
+    A valid cruise flight is an R route with positive speed, altitude, path length, energy and
+    duration and a finite ground wind. H (hover) and A (ground) tests are not cruise flights.
+    """
+    valid: list[Flight] = []
+    excluded: list[tuple[Flight, str]] = []
+    for f in flights:
+        if not f.route.startswith("R"):
+            kind = "hover test" if f.route == "H" else "ground test (motors off)" if f.route.startswith("A") else "unknown route"
+            excluded.append((f, f"route {f.route}: {kind}, not a cruise flight"))
+            continue
+        checks = [("speed", f.speed_mps), ("altitude", f.altitude_m), ("path length", f.path_len_m),
+                  ("motor-on energy", f.energy_wh), ("motor-on time", f.duration_s)]
+        bad = [name for name, value in checks if not (math.isfinite(value) and value > 0)]
+        if not math.isfinite(f.wind_mps) or not math.isfinite(f.payload_kg):
+            bad.append("wind/payload")
+        if bad:
+            excluded.append((f, f"missing or non-positive {', '.join(bad)} (failed or incomplete flight)"))
+        else:
+            valid.append(f)
+    return valid, excluded
+
+
+def _columns(flights: list[Flight]) -> dict[str, np.ndarray]:
+    return {name: np.array([getattr(f, name) for f in flights], dtype=float)
+            for name in ("speed_mps", "payload_kg", "altitude_m", "path_len_m", "wind_mps",
+                         "energy_wh", "duration_s")}
+
+
+# --- model ------------------------------------------------------------------------------------
+
+
+def predict(profile: VehicleProfile, flights: list[Flight]) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted motor-on energy (Wh) and duration (s) of each flight, from planner inputs only.
+
+    Path length, altitude, programmed ground speed, payload and ground wind speed (direction
+    unknown: power averaged over all tracks); the route flown as ``ROUTE_LEGS`` legs.
+    """
+    c = _columns(flights)
+    parts = hop_phases(profile, c["path_len_m"], c["altitude_m"], c["speed_mps"], c["payload_kg"],
+                       c["wind_mps"], 0.0, None, ROUTE_LEGS)
+    energy = sum(e for e, _ in parts.values())
+    duration = sum(t for _, t in parts.values())
+    return np.asarray(energy, dtype=float), np.asarray(duration, dtype=float)
+
+
+def predict_durations(profile: VehicleProfile, flights: list[Flight]) -> np.ndarray:
+    """Predicted motor-on duration (s) of each flight (kinematics only, fast)."""
+    c = _columns(flights)
+    parts = hop_durations(profile, c["path_len_m"], c["altitude_m"], c["speed_mps"], ROUTE_LEGS)
+    return np.asarray(sum(parts.values()), dtype=float)
+
+
+def _least_squares(profile: VehicleProfile, names: tuple[str, ...], residuals) -> VehicleProfile:
+    """Fit ``names`` of ``profile`` (within ``_BOUNDS``) minimising ``residuals(trial_profile)``."""
+    lo = np.array([_BOUNDS[n][0] for n in names])
+    hi = np.array([_BOUNDS[n][1] for n in names])
+    x0 = np.clip([float(getattr(profile, n)) for n in names], lo + 1e-6 * (hi - lo), hi - 1e-6 * (hi - lo))
+
+    def fun(x: np.ndarray) -> np.ndarray:
+        return residuals(dataclasses.replace(profile, **{n: float(v) for n, v in zip(names, x)}))
+
+    result = least_squares(fun, x0, bounds=(lo, hi), x_scale="jac")
+    return dataclasses.replace(profile, **{n: float(v) for n, v in zip(names, result.x)})
+
+
+def fit_kinematics(profile: VehicleProfile, flights: list[Flight],
+                   names: tuple[str, ...] = KINEMATIC_PARAMS) -> VehicleProfile:
+    """Least squares of the predicted on the measured motor-on durations (relative errors)."""
+    measured = _columns(flights)["duration_s"]
+    return _least_squares(profile, names, lambda trial: predict_durations(trial, flights) / measured - 1.0)
+
+
+def fit_energy(profile: VehicleProfile, flights: list[Flight],
+               names: tuple[str, ...] = ENERGY_PARAMS) -> VehicleProfile:
+    """Least squares of the predicted on the measured motor-on energies (relative errors)."""
+    measured = _columns(flights)["energy_wh"]
+    return _least_squares(profile, names, lambda trial: predict(trial, flights)[0] / measured - 1.0)
+
+
+def fit(profile: VehicleProfile, flights: list[Flight], regimes: list[Regime] | None = None) -> VehicleProfile:
+    """The whole calibration: [power-curve shape on telemetry regimes], kinematics, energy.
+
+    ``regimes`` (from :func:`telemetry_regimes`) re-measures ``CURVE_PARAMS`` first; without
+    them the profile's values are kept. Only ``ENERGY_PARAMS`` of the curve fit's output
+    are refitted on the flight energies.
+    """
+    if regimes:
+        profile = fit_power_curve(profile, regimes)
+    profile = fit_kinematics(profile, flights)
+    return fit_energy(profile, flights)
+
+
+def errors_pct(profile: VehicleProfile, flights: list[Flight]) -> np.ndarray:
+    """Signed energy errors, percent of the measured energy."""
+    energy, _ = predict(profile, flights)
+    return (energy / _columns(flights)["energy_wh"] - 1.0) * 100.0
+
+
+def cross_validate(profile: VehicleProfile, flights: list[Flight], folds: int = 0,
+                   regimes: list[Regime] | None = None, progress=None) -> np.ndarray:
+    """Out-of-sample signed energy errors (%) of every flight, refitting everything per fold.
+
+    ``folds=0`` is leave-one-out, otherwise flights are dealt round-robin into ``folds``
+    folds. With ``regimes``, the held-out flights' telemetry is dropped from the power-curve
+    fit too. ``progress(i, n)`` is called after each fold.
+    """
+    n = len(flights)
+    k = n if folds <= 0 or folds >= n else folds
+    out = np.empty(n)
+    for i in range(k):
+        test = list(range(i, n, k))
+        held = {flights[j].flight for j in test}
+        train = [f for f in flights if f.flight not in held]
+        train_regimes = [r for r in regimes if r.flight not in held] if regimes else None
+        fitted = fit(profile, train, train_regimes)
+        out[test] = errors_pct(fitted, [flights[j] for j in test])
+        if progress:
+            progress(i + 1, k)
+    return out
+
+
+def mape_pct(errors: np.ndarray) -> float:
+    """Mean absolute percentage error of signed percent errors."""
+    return float(np.mean(np.abs(errors)))
+
+
+# --- telemetry --------------------------------------------------------------------------------
+
+_MOTOR_ON_A = 3.0  # A: the dataset's definition of "motors on"
+_AIRBORNE_M = 3.0  # m above the take-off point: clear of the ground
+
+
+@dataclass(frozen=True)
+class Regime:
+    """Mean electrical power of one flight in one steady flight regime (from telemetry).
+
+    ``kind`` is hover (H tests), climb, descent, landing (final slow descent) or level (steady
+    cruise at the programmed speed); ``speed_mps`` is the ground speed (level) and
+    ``climb_rate_mps`` the vertical speed of the regime.
+    """
+
+    flight: int
+    kind: str
+    payload_kg: float
+    wind_mps: float
+    speed_mps: float
+    climb_rate_mps: float
+    power_w: float
+
+
+def load_telemetry(folder: Path | None = None) -> np.ndarray:
+    """The telemetry table as a float array (columns in the file's order; see its README)."""
+    path = (folder or data_dir()) / TELEMETRY_FILE
+    if not path.is_file():
+        raise UserError(f"CMU telemetry not found: {path}")
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        header = fh.readline().strip().split(",")
+        if header[:2] != ["flight", "time"] or len(header) < 16:
+            raise UserError(f"{path}: unexpected header {header[:4]}")
+        return np.loadtxt(fh, delimiter=",")
+
+
+@dataclass
+class _Track:
+    """One flight's motor-on time series (time s, height above take-off m, speeds m/s, power W)."""
+
+    t: np.ndarray
+    z: np.ndarray
+    vh: np.ndarray
+    vz: np.ndarray
+    power: np.ndarray
+    i0: int
+    i1: int
+
+
+def _track(table: np.ndarray, flight: int) -> _Track | None:
+    x = table[table[:, 0] == flight]
+    if len(x) < 20:
+        return None
+    on = np.flatnonzero(x[:, 5] > _MOTOR_ON_A)
+    if len(on) < 10:
+        return None
+    z = x[:, 8] - x[on[0], 8]
+    return _Track(t=x[:, 1], z=z, vh=np.hypot(x[:, 13], x[:, 14]), vz=x[:, 15], power=x[:, 4] * x[:, 5],
+                  i0=int(on[0]), i1=int(on[-1]))
+
+
+def telemetry_kinematics(flights: list[Flight], table: np.ndarray) -> dict[str, float]:
+    """How the cruise flights were flown (medians/means over flights), for the profile.
+
+    climb and descent rates (steady parts), the final landing rate and the height where the
+    descent has braked to it, motors-on time on the ground before lift-off plus after
+    touch-down and the mean power meanwhile, and the avionics power of the A3 ground tests
+    (computer and sensors on, motors off; includes the current sensor's offset, as the energy
+    target does).
+    """
+    climb, descent, final, brake_end, ground_s, ground_j = [], [], [], [], [], []
+    for f in flights:
+        tr = _track(table, f.flight)
+        if tr is None or not f.route.startswith("R"):
+            continue
+        idx = np.arange(len(tr.t))
+        dt = np.diff(tr.t, append=tr.t[-1])
+        lift = tr.i0 + int(np.argmax(tr.vz[tr.i0:] > 0.3))
+        land = tr.i1 - int(np.argmax(-tr.vz[tr.i1::-1] > 0.3))
+        ground_s.append(tr.t[lift] - tr.t[tr.i0] + tr.t[tr.i1] - tr.t[land])
+        ground_j.append(float(np.sum((tr.power * dt)[tr.i0:lift]) + np.sum((tr.power * dt)[land:tr.i1])))
+        top = int(np.argmax(tr.z))
+        hgt = tr.z - tr.z[land]
+        hovering = tr.vh < 0.5
+        up = (idx < top) & (tr.z > 5) & (tr.z < f.altitude_m - 5) & hovering
+        if up.sum() > 5:
+            climb.append(float(np.median(tr.vz[up])))
+        down = (idx > top) & (hgt > 50) & (hgt < f.altitude_m - 5) & hovering
+        if down.sum() > 5:
+            descent.append(float(np.median(-tr.vz[down])))
+        low = (idx > top) & (hgt > 2) & (hgt < 12) & hovering
+        if low.sum() > 5:
+            rate = float(np.median(-tr.vz[low]))
+            final.append(rate)
+            # braking ends where the descent rate first falls to 1.2x the final rate
+            braked = np.flatnonzero((idx > top) & (hgt > 2) & (-tr.vz < 1.2 * rate) & (hgt < f.altitude_m - 3))
+            if len(braked) and f.altitude_m >= 50:
+                brake_end.append(float(hgt[braked[0]]))
+    out = {"climb_speed_mps": float(np.median(climb)), "descent_speed_mps": float(np.median(descent)),
+           "landing_speed_mps": float(np.median(final)), "landing_agl_m": float(np.median(brake_end)),
+           "ground_idle_s": float(np.mean(ground_s)),
+           "ground_idle_power_w": float(np.sum(ground_j) / np.sum(ground_s))}
+    a3 = np.isin(table[:, 0], [f.flight for f in flights if f.route == "A3"])
+    if a3.any():
+        out["avionics_power_w"] = float(np.median(table[a3, 4] * table[a3, 5]))
+    return out
+
+
+def telemetry_regimes(flights: list[Flight], table: np.ndarray, profile: VehicleProfile) -> list[Regime]:
+    """Steady-regime mean powers of every flight: the measured power curve.
+
+    Hover from the H tests (whole motor-on span), and from the cruise flights: vertical climb
+    and descent at the profile's rates, the final slow descent, and level flight within 10% of
+    the programmed speed with |dV/dt| < 0.3 m/s^2 (all with less than 0.5 m/s of horizontal
+    speed in the vertical regimes, and above ``_AIRBORNE_M``).
+    """
+    out: list[Regime] = []
+    for f in flights:
+        tr = _track(table, f.flight)
+        if tr is None:
+            continue
+        on = np.zeros(len(tr.t), bool)
+        on[tr.i0:tr.i1] = True
+        wind = f.wind_mps if math.isfinite(f.wind_mps) else 0.0
+
+        def add(kind: str, mask: np.ndarray, speed: float, rate: float) -> None:
+            if mask.sum() > 5:
+                out.append(Regime(f.flight, kind, f.payload_kg, wind, speed, rate, float(np.mean(tr.power[mask]))))
+
+        if f.route == "H":
+            add("hover", on, 0.0, 0.0)
+            continue
+        if not f.route.startswith("R"):
+            continue
+        air = on & (tr.z > _AIRBORNE_M)
+        still = air & (tr.vh < 0.5)
+        for kind, rate, band in (("climb", profile.climb_speed_mps, 0.1), ("descent", -profile.descent_speed_mps, 0.1),
+                                 ("landing", -profile.landing_speed_mps, 0.15)):
+            if rate:
+                add(kind, still & (np.abs(tr.vz - rate) < band * abs(rate)), 0.0, rate)
+        dv = np.gradient(tr.vh, tr.t)
+        add("level", air & (np.abs(tr.vh - f.speed_mps) < 0.1 * f.speed_mps) & (np.abs(dv) < 0.3), f.speed_mps, 0.0)
+    return out
+
+
+def regime_power_w(profile: VehicleProfile, regimes: list[Regime]) -> np.ndarray:
+    """Model power of each regime: level flight averaged over track directions in its wind."""
+    pay = np.array([r.payload_kg for r in regimes])
+    wind = np.array([r.wind_mps for r in regimes])
+    speed = np.array([r.speed_mps for r in regimes])
+    rate = np.array([r.climb_rate_mps for r in regimes])
+    level = speed > 0
+    out = np.empty(len(regimes))
+    if level.any():
+        out[level] = _track_power(profile, pay[level], speed[level], None, wind[level], 0.0)
+    if (~level).any():
+        out[~level] = power_w(profile, pay[~level], wind[~level], rate[~level])
+    return out
+
+
+def fit_power_curve(profile: VehicleProfile, regimes: list[Regime],
+                    names: tuple[str, ...] = CURVE_PARAMS) -> VehicleProfile:
+    """Least squares of the model power on the measured regime powers (relative errors)."""
+    measured = np.array([r.power_w for r in regimes])
+    return _least_squares(profile, names, lambda trial: regime_power_w(trial, regimes) / measured - 1.0)
+
+
+# --- profile writing ----------------------------------------------------------------------------
+
+
+def write_profile_values(path: Path, values: dict[str, float]) -> None:
+    """Replace ``key = number`` lines of a profile TOML in place, keeping comments and layout."""
+    text = path.read_text(encoding="utf-8")
+    for key, value in values.items():
+        pattern = re.compile(rf"^(\s*{re.escape(key)}\s*=\s*)([-+0-9.eE]+)( *)", re.MULTILINE)
+        if not pattern.search(text):
+            raise UserError(f"{path}: no line '{key} = <number>' to update")
+
+        def keep_column(m: re.Match, value: float = value) -> str:
+            new = _fmt(value)
+            width = len(m.group(2)) + len(m.group(3))
+            return m.group(1) + new + " " * max(width - len(new), 1 if m.group(3) else 0)
+
+        text = pattern.sub(keep_column, text, count=1)
+    path.write_text(text, encoding="utf-8")
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1 else f"{value:.4g}".rstrip(".")
+
+
+# --- report -----------------------------------------------------------------------------------
+
+_TELEMETRY_FIELDS = ("climb_speed_mps", "descent_speed_mps", "landing_agl_m", "landing_speed_mps", "ground_idle_s",
+                     "ground_idle_power_w", "avionics_power_w", "drivetrain_efficiency", "forward_inflow_factor")
+_SPEC_FIELDS = ("mass_empty_kg", "rotor_count", "rotor_radius_m", "rotor_tip_speed_mps", "profile_power_w",
+                "advance_ratio_coeff", "air_density_kgpm3")
+
+
+def report(profile: VehicleProfile, flights: list[Flight], excluded: list[tuple[Flight, str]],
+           cv_errors: np.ndarray | None = None, cv_label: str = "", regimes: list[Regime] | None = None,
+           out=sys.stdout) -> dict:
+    """Print the fit report; return its headline figures as a dict."""
+    energy, duration = predict(profile, flights)
+    c = _columns(flights)
+    err = (energy / c["energy_wh"] - 1) * 100
+    derr = (duration / c["duration_s"] - 1) * 100
+    worst = int(np.argmax(np.abs(err)))
+
+    def say(text: str = "") -> None:
+        print(text, file=out)
+
+    say(f"Energy model calibration, profile {profile.name}: {len(flights)} cruise flights "
+        f"(Rodrigues et al. 2020, DOI 10.1184/R1/12683453, CC BY 4.0)")
+    say(f"\nrows not used as cruise flights: {len(excluded)}")
+    reasons: dict[str, list[int]] = {}
+    for f, why in excluded:
+        reasons.setdefault(why, []).append(f.flight)
+    for why, ids in reasons.items():
+        say(f"  {why}: {', '.join(map(str, ids))}")
+    say("\nparameters:")
+    for title, names in (("fitted on flight durations", KINEMATIC_PARAMS), ("fitted on flight energies", ENERGY_PARAMS),
+                         ("measured in telemetry", _TELEMETRY_FIELDS), ("specification / literature", _SPEC_FIELDS)):
+        say(f"  {title}:")
+        for name in names:
+            say(f"    {name:24s} {getattr(profile, name):10.4g}")
+    say(f"\nderived power (W): hover {float(power_w(profile, 0.0)):.0f} empty, {float(power_w(profile, 0.5)):.0f} with "
+        f"0.5 kg; climb {float(power_w(profile, 0.0, 0.0, profile.climb_speed_mps)):.0f}; level flight empty "
+        + ", ".join(f"{v} m/s {float(power_w(profile, 0.0, v)):.0f}" for v in (4, 6, 8, 10, 12)))
+    if regimes:
+        model = regime_power_w(profile, regimes)
+        say("telemetry steady-regime powers, mean measured vs model (W):")
+        kinds = sorted({(r.kind, r.speed_mps) for r in regimes})
+        for kind, speed in kinds:
+            sel = np.array([r.kind == kind and r.speed_mps == speed for r in regimes])
+            label = kind + (f" {speed:g} m/s" if speed else "")
+            say(f"  {label:14s} n={sel.sum():3d}  measured {np.mean([r.power_w for r, s in zip(regimes, sel) if s]):5.0f}"
+                f"  model {np.mean(model[sel]):5.0f}")
+    say("\nper flight:")
+    say("  flight  V m/s  payload kg  alt m  wind m/s  meas Wh  pred Wh  err %   meas s  pred s")
+    for f, e, d, er in sorted(zip(flights, energy, duration, err), key=lambda r: r[0].flight):
+        say(f"  {f.flight:6d}  {f.speed_mps:5.1f}  {f.payload_kg:10.3f}  {f.altitude_m:5.0f}  {f.wind_mps:8.2f}"
+            f"  {f.energy_wh:7.2f}  {e:7.2f}  {er:+6.2f}   {f.duration_s:6.1f}  {d:6.1f}")
+    figures = {"flights": len(flights), "mape_pct": mape_pct(err), "max_abs_pct": float(np.max(np.abs(err))),
+               "worst_flight": flights[worst].flight, "worst_error_pct": float(err[worst]),
+               "bias_pct": float(np.mean(err)), "duration_mape_pct": mape_pct(derr)}
+    say(f"\nin-sample: energy MAPE {figures['mape_pct']:.2f}%, max |error| {figures['max_abs_pct']:.2f}% "
+        f"(flight {figures['worst_flight']}: {figures['worst_error_pct']:+.2f}%), bias {figures['bias_pct']:+.2f}%; "
+        f"duration MAPE {figures['duration_mape_pct']:.2f}%")
+    if cv_errors is not None:
+        cw = int(np.argmax(np.abs(cv_errors)))
+        figures.update({"cv_mape_pct": mape_pct(cv_errors), "cv_max_abs_pct": float(np.max(np.abs(cv_errors))),
+                        "cv_worst_flight": flights[cw].flight})
+        say(f"{cv_label}: energy MAPE {figures['cv_mape_pct']:.2f}%, max |error| {figures['cv_max_abs_pct']:.2f}% "
+            f"(flight {figures['cv_worst_flight']}: {cv_errors[cw]:+.2f}%)")
+    ok = figures["mape_pct"] <= TARGET_MAPE_PCT and figures["max_abs_pct"] <= TARGET_MAX_PCT
+    say(f"target (MAPE <= {TARGET_MAPE_PCT}%, every flight within {TARGET_MAX_PCT}%): {'met' if ok else 'NOT met'}")
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m droneops.calibration",
+        description="Fit the energy model's few physical parameters on the CMU Matrice 100 flights and "
+                    "report in-sample and cross-validated energy errors (MAPE).",
+        epilog="examples:\n"
+               "  python -m droneops.calibration --no-fit        # score the shipped m100 profile as is (1 s)\n"
+               "  python -m droneops.calibration                 # refit + 10-fold cross-validation\n"
+               "  python -m droneops.calibration --folds 0       # leave-one-out instead\n"
+               "  python -m droneops.calibration --telemetry     # also re-measure kinematics and power curve\n"
+               "  python -m droneops.calibration --telemetry --write-profile missions/vehicles/m100.toml",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=None,
+                        help=f"the cmu-m100 folder (default: ${DATA_ENV}, else ../shared/data/cmu-m100 "
+                             "next to the repository)")
+    parser.add_argument("--vehicle", default="m100", help="starting profile, shipped name or .toml path (default m100)")
+    parser.add_argument("--folds", type=int, default=10,
+                        help="cross-validation folds (default 10); 0 = leave-one-out; -1 = skip")
+    parser.add_argument("--no-fit", action="store_true", help="score the profile as it is: no fit, no cross-validation")
+    parser.add_argument("--telemetry", action="store_true",
+                        help="also measure climb/descent/landing, ground idle and avionics, and fit the power-curve "
+                             "shape (drivetrain efficiency, inflow factor) on the time series (slower)")
+    parser.add_argument("--write-profile", type=Path, default=None, metavar="FILE",
+                        help="write the fitted (and, with --telemetry, measured) values into this profile TOML")
+    args = parser.parse_args(argv)
+    try:
+        folder = args.data or data_dir()
+        base = load_vehicle(args.vehicle)
+        rows = load_flights(folder)
+        flights, excluded = select_cruise_flights(rows)
+        if not flights:
+            raise UserError(f"no valid cruise flights in {folder}")
+        regimes = None
+        measured: dict[str, float] = {}
+        if args.telemetry:
+            print("reading telemetry ...", file=sys.stderr)
+            table = load_telemetry(folder)
+            measured = telemetry_kinematics(rows, table)
+            base = dataclasses.replace(base, **measured)
+            regimes = telemetry_regimes(rows, table, base)
+            print("telemetry: how the flights were flown")
+            for key, value in measured.items():
+                print(f"  {key:24s} {value:10.4g}")
+        profile = base if args.no_fit else fit(base, flights, regimes)
+        if regimes:
+            curve = fit_power_curve(base, regimes)
+            print("telemetry: power-curve fit on %d steady regimes: %s" % (len(regimes), ", ".join(
+                f"{n} {getattr(curve, n):.4g}" for n in CURVE_PARAMS)))
+        cv, label = None, ""
+        if args.folds >= 0 and not args.no_fit:
+            k = len(flights) if args.folds == 0 else min(args.folds, len(flights))
+            label = "leave-one-out" if k >= len(flights) else f"{k}-fold cross-validation"
+
+            def progress(i: int, n: int) -> None:
+                print(f"\r{label}: fold {i}/{n}", end="" if i < n else "\n", file=sys.stderr, flush=True)
+
+            cv = cross_validate(base, flights, args.folds, regimes, progress)
+        report(profile, flights, excluded, cv, label, regimes)
+        if args.write_profile:
+            names = KINEMATIC_PARAMS + ENERGY_PARAMS + (tuple(measured) + CURVE_PARAMS[:2] if regimes else ())
+            write_profile_values(args.write_profile, {n: getattr(profile, n) for n in names})
+            print(f"wrote {', '.join(names)} to {args.write_profile}", file=sys.stderr)
+    except UserError as exc:
+        print(f"calibration: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
