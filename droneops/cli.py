@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"droneops {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_energy, _add_network, _add_plan, _add_mission, _add_fly):
+    for add in (_add_energy, _add_network, _add_plan, _add_mission, _add_fly, _add_dashboard):
         add(sub)
     return parser
 
@@ -47,7 +47,102 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_energy(sub: argparse._SubParsersAction) -> None:
-    pass
+    p = sub.add_parser(
+        "energy",
+        help="energy and duration of one simple hop (climb, cruise, descend, land)",
+        description=(
+            "Energy and duration of one simple hop as the calibration flights were flown: motors "
+            "idle on the ground, vertical climb to --altitude-m above the take-off point, a short "
+            "hover, --distance-m of level flight at ground speed --speed-mps (in --legs straight "
+            "legs, each started and stopped at rest), vertical descent and landing. Physics and "
+            "sources: droneops/energy.py; the m100 profile is calibrated on measured flights "
+            "(python -m droneops.calibration). Prints a phase table and the share of the "
+            "profile's usable battery energy, or JSON with --json."
+        ),
+        epilog=(
+            "examples:\n"
+            "  droneops energy --vehicle quad7 --distance-m 5000 --altitude-m 80 --speed-mps 13 --payload-kg 2.5\n"
+            "  droneops energy --vehicle quad7 --distance-m 5000 --payload-kg 1 --wind 6@270 --track-deg 270\n"
+            "  droneops energy --vehicle m100 --distance-m 470 --altitude-m 50 --speed-mps 10 \\\n"
+            "      --payload-kg 0.25 --wind 1.2@0 --legs 3 --json      # a CMU R1 triangle flight\n"
+            "\n"
+            "wind is SPEED_MPS@FROM_DEG (meteorological: 6@270 blows from the west). Without\n"
+            "--track-deg the course is unknown and power is averaged over all directions."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--vehicle", required=True, metavar="NAME_OR_FILE",
+                   help="vehicle profile: shipped name (quad7, m100) or path to a .toml file")
+    p.add_argument("--distance-m", type=float, required=True, metavar="M",
+                   help="horizontal distance flown, m")
+    p.add_argument("--altitude-m", type=float, default=None, metavar="M",
+                   help="cruise height above the take-off (and landing) point, m (default: profile cruise_agl_m)")
+    p.add_argument("--speed-mps", type=float, default=None, metavar="MPS",
+                   help="ground speed in cruise, m/s (default: profile cruise_speed_mps)")
+    p.add_argument("--payload-kg", type=float, default=0.0, metavar="KG", help="payload carried, kg (default 0)")
+    p.add_argument("--wind", default="calm", metavar="S@D",
+                   help="wind SPEED_MPS@FROM_DEG, e.g. 6@270 (default calm)")
+    p.add_argument("--track-deg", type=float, default=None, metavar="DEG",
+                   help="course over ground, degrees clockwise from north (default: unknown, "
+                        "averaged over all directions)")
+    p.add_argument("--legs", type=int, default=1, metavar="N",
+                   help="straight legs the distance is flown in, each from rest to rest (default 1; "
+                        "the CMU R1 triangle is 3)")
+    p.add_argument("--json", action="store_true",
+                   help='print {"energy_wh", "duration_s", "phases": [{"name", "duration_s", "energy_wh"}]}')
+    p.set_defaults(handler=_cmd_energy)
+
+
+def _cmd_energy(args: argparse.Namespace) -> int:
+    import json
+    import math
+
+    from droneops.energy import Wind, airspeed_mps, hop_energy
+    from droneops.vehicle import load_vehicle
+
+    profile = load_vehicle(args.vehicle)
+    wind = Wind.parse(args.wind)
+    altitude = profile.cruise_agl_m if args.altitude_m is None else args.altitude_m
+    speed = profile.cruise_speed_mps if args.speed_mps is None else args.speed_mps
+    checks = (("--distance-m", args.distance_m, 0.0, "m"), ("--altitude-m", altitude, 0.0, "m"),
+              ("--payload-kg", args.payload_kg, 0.0, "kg"))
+    for option, value, low, unit in checks:
+        if not math.isfinite(value) or value < low:
+            raise UserError(f"{option} must be a number >= {low:g} {unit}, got {value}")
+    if not math.isfinite(speed) or speed <= 0:
+        raise UserError(f"--speed-mps must be a number > 0 m/s, got {speed}")
+    if args.payload_kg > profile.max_payload_kg:
+        raise UserError(f"payload {args.payload_kg:g} kg is over {profile.name}'s max_payload_kg "
+                        f"{profile.max_payload_kg:g} kg")
+    if speed > profile.max_speed_mps:
+        raise UserError(f"speed {speed:g} m/s is over {profile.name}'s max_speed_mps {profile.max_speed_mps:g} m/s")
+    if args.track_deg is not None and not math.isfinite(args.track_deg):
+        raise UserError(f"--track-deg must be a number of degrees, got {args.track_deg}")
+    if args.legs < 1:
+        raise UserError(f"--legs must be >= 1, got {args.legs}")
+    hop = hop_energy(profile, args.distance_m, altitude, speed, args.payload_kg, wind, args.track_deg, args.legs)
+    if args.json:
+        print(json.dumps(hop.to_json(), indent=2))
+        return EXIT_OK
+    course = "course unknown (averaged over directions)" if args.track_deg is None else f"course {args.track_deg:g} deg"
+    print(f"{profile.name}: {args.distance_m:g} m at {speed:g} m/s ground speed in {args.legs} leg(s), "
+          f"{altitude:g} m above take-off, payload {args.payload_kg:g} kg, wind "
+          f"{'calm' if wind.speed_mps == 0 else f'{wind.speed_mps:g} m/s from {wind.from_deg:g} deg'}, {course}")
+    print(f"  {'phase':18s} {'duration s':>10s} {'energy Wh':>10s}")
+    for ph in hop.phases:
+        print(f"  {ph.name:18s} {ph.duration_s:10.1f} {ph.energy_wh:10.2f}")
+    print(f"  {'total':18s} {hop.duration_s:10.1f} {hop.energy_wh:10.2f}")
+    usable = profile.usable_energy_wh
+    print(f"battery: {hop.energy_wh:.1f} Wh = {100 * hop.energy_wh / usable:.1f}% of the usable {usable:.1f} Wh "
+          f"({profile.battery_capacity_wh:g} Wh nominal x {profile.usable_fraction:g}); "
+          f"{'within' if hop.energy_wh <= usable - profile.reserve_wh else 'OVER'} the budget above the "
+          f"{profile.reserve_wh:.1f} Wh landing reserve")
+    if wind.speed_mps > profile.max_wind_mps:
+        print(f"note: wind {wind.speed_mps:g} m/s is over {profile.name}'s max_wind_mps {profile.max_wind_mps:g} m/s")
+    worst_air = float(airspeed_mps(speed, wind.from_deg if args.track_deg is None else args.track_deg, wind))
+    if worst_air > profile.max_speed_mps:
+        print(f"note: the airspeed needed ({worst_air:.1f} m/s) is over max_speed_mps {profile.max_speed_mps:g} m/s")
+    return EXIT_OK
 
 
 # --- network ------------------------------------------------------------------------------
@@ -496,6 +591,116 @@ def _cmd_fly(args: argparse.Namespace) -> int:
                   f"energy planned {f.planned_energy_wh:.0f} Wh / used {used} Wh")
         print(f"delivery {report.result}: {report.message} ({report.duration_s:.0f} s)")
     return EXIT_OK if report.result == "completed" else EXIT_FAILED
+
+
+# --- dashboard ----------------------------------------------------------------------------
+
+
+def _add_dashboard(sub: argparse._SubParsersAction) -> None:
+    import textwrap
+
+    p = sub.add_parser(
+        "dashboard",
+        help="live web page for station staff (map, drones, orders, events, booking), fed by MQTT",
+        description=textwrap.fill(
+            "Serve the station dashboard: one web page with the village network map, live drone "
+            "positions (heading, battery, state, route), the order list with ETAs, the event feed "
+            "and a booking form. The dashboard subscribes to the fleet's MQTT topics with the "
+            "station's own account (read the fleet, create orders; see missions/mosquitto/acl), "
+            "pushes updates to browsers with Server-Sent Events (at most --max-push-hz per browser), "
+            "and flags stale data: service offline, link lost, no update for --stale-after-s. It "
+            "uses no internet resources. Anyone who can open the page can book orders as this "
+            "account: keep --listen on loopback or the station's own network.", width=90
+        ),
+        epilog=(
+            "examples:\n"
+            "  droneops dashboard --broker mqtt://127.0.0.1:1883 --username station-S01 \\\n"
+            "      --password-file ~/.droneops-pw --fleet huadu --network huadu --station shiling\n"
+            "  droneops dashboard --broker mqtts://fleet.example.org --tls-ca ca.crt --username station-S01 \\\n"
+            "      --password-file pw --fleet huadu --network missions/huadu.geojson --listen 0.0.0.0:8080\n"
+            "then open http://127.0.0.1:8080/ in a browser."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", metavar="URL",
+                   help="MQTT broker, mqtt://HOST[:PORT] (default port 1883) or mqtts://HOST[:PORT] (TLS, "
+                        "default port 8883); default %(default)s")
+    p.add_argument("--username", help="MQTT account of this station, e.g. station-S01")
+    pw = p.add_mutually_exclusive_group()
+    pw.add_argument("--password", help="MQTT password (visible to other local users in the process "
+                                       "list: prefer --password-file)")
+    pw.add_argument("--password-file", metavar="FILE", help="file whose first line is the MQTT password")
+    p.add_argument("--tls-ca", metavar="FILE", help="CA certificate(s) to verify the broker (implies TLS)")
+    p.add_argument("--tls-cert", metavar="FILE", help="client certificate for mutual TLS")
+    p.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert")
+    p.add_argument("--tls-insecure", action="store_true",
+                   help="do not check the broker's host name against its certificate (testing only)")
+    fl = p.add_mutually_exclusive_group()
+    fl.add_argument("--fleet", default="default",
+                    help="fleet name; topics live under droneops/v1/FLEET (default %(default)s)")
+    fl.add_argument("--prefix", metavar="P", help="full topic prefix instead of droneops/v1/FLEET")
+    p.add_argument("--network", required=True, metavar="FILE",
+                   help="the fleet's network GeoJSON (or a shipped name: huadu, yunnan); drawn as the map")
+    p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                   help="where the web page is served (default %(default)s; port 0 picks a free one)")
+    p.add_argument("--station", metavar="ID",
+                   help="node id of this station/pad: highlights drones and orders inbound to it, "
+                        "with an ETA countdown")
+    p.add_argument("--ha-discovery", action="store_true",
+                   help="publish Home Assistant MQTT discovery configs (battery sensor, GPS tracker per "
+                        "drone); needs 'topic write homeassistant/#' for this account in the ACL")
+    p.add_argument("--stale-after-s", type=float, default=10.0, metavar="S",
+                   help="show a drone as stale after S seconds without an update (default %(default)s)")
+    p.add_argument("--reply-timeout-s", type=float, default=10.0, metavar="S",
+                   help="how long a booking waits for the fleet service's reply, seconds (default %(default)s)")
+    p.add_argument("--max-push-hz", type=float, default=5.0, metavar="HZ",
+                   help="most updates pushed per second to each browser; changes in between are "
+                        "coalesced (default %(default)s)")
+    p.set_defaults(handler=_cmd_dashboard)
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from droneops.dashboard import DashboardConfig, parse_broker_url, parse_listen, run_dashboard
+    from droneops.network import load_network
+    from droneops.telemetry import Topics
+
+    host, port, tls = parse_broker_url(args.broker)
+    listen_host, listen_port = parse_listen(args.listen)
+    password = args.password
+    if args.password_file:
+        try:
+            lines = Path(args.password_file).expanduser().read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise UserError(f"--password-file {args.password_file}: {exc.strerror or exc}") from None
+        password = lines[0] if lines else ""
+    if password is not None and not args.username:
+        raise UserError("--password/--password-file need --username")
+    for name in ("stale_after_s", "reply_timeout_s", "max_push_hz"):
+        value = getattr(args, name)
+        if not value > 0:
+            raise UserError(f"--{name.replace('_', '-')} must be > 0, got {value:g}")
+    for name in ("tls_ca", "tls_cert", "tls_key"):
+        f = getattr(args, name)
+        if f and not Path(f).is_file():
+            raise UserError(f"--{name.replace('_', '-')} {f}: file not found")
+    if args.prefix is not None:
+        try:
+            Topics(args.prefix)
+        except ValueError:
+            raise UserError(f"--prefix {args.prefix!r}: no wildcards (+ #), no trailing '/'") from None
+    network = load_network(args.network)
+    config = DashboardConfig(
+        host=host, port=port, tls=tls or bool(args.tls_ca), tls_ca=args.tls_ca, tls_cert=args.tls_cert,
+        tls_key=args.tls_key, tls_insecure=args.tls_insecure, username=args.username, password=password,
+        fleet=args.fleet, prefix=args.prefix, station=args.station, listen_host=listen_host,
+        listen_port=listen_port, ha_discovery=args.ha_discovery, stale_after_s=args.stale_after_s,
+        reply_timeout_s=args.reply_timeout_s, push_interval_s=1.0 / args.max_push_hz)
+    if config.station is not None and config.station not in network.nodes:
+        raise UserError(f"--station {config.station!r} is not a node of {args.network}")
+    config.tls_context()  # bad TLS files fail here, as a UserError
+    return run_dashboard(config, network)
 
 
 # --- entry point --------------------------------------------------------------------------
