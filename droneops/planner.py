@@ -202,8 +202,10 @@ class _Topology:
         self.seg_length_m = (np.concatenate([e.seg_length_m for e in self.edges]) if m else np.zeros(0))
         self.seg_track_deg = (np.concatenate([e.seg_track_deg for e in self.edges]) if m else np.zeros(0))
         self.adj: list[list[tuple[int, int]]] = [[] for _ in range(self.n)]
+        self.edge_id: dict[tuple[int, int], int] = {}
         for k, (u, v) in enumerate(zip(self.src.tolist(), self.dst.tolist())):
             self.adj[u].append((v, k))
+            self.edge_id[(u, v)] = k
         # Reversed graph in CSR form (row v, column u for edge u->v): scipy's Dijkstra from a
         # target on it gives every node's distance TO that target. Corridors are unique per
         # directed pair (network validation), so there are no duplicate entries to merge.
@@ -249,6 +251,36 @@ class _PhaseCosts:
                 self.memo.pop(next(iter(self.memo)))
         return row
 
+    def dist_pred_to(self, metric: str, targets: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`dist_to` plus each node's next node on its shortest path (-9999 at targets)."""
+        key = ("pred", metric, targets)
+        hit = self.memo.get(key)
+        if hit is None:
+            graph = self.rev_wh if metric == "wh" else self.rev_s
+            dist, pred, _ = dijkstra(graph, directed=True, indices=list(targets), min_only=True,
+                                     return_predecessors=True)
+            hit = self.memo[key] = (dist, pred)
+            self.memo[("wh" if metric == "wh" else "s", targets, math.inf)] = dist
+            if len(self.memo) > _ROW_CACHE_SIZE:
+                self.memo.pop(next(iter(self.memo)))
+        return hit
+
+    def dist_via(self, metric: str, targets: list[int], offsets: list[float]) -> np.ndarray:
+        """``min over targets t of (metric from every node to t) + offsets[t]``.
+
+        One Dijkstra from a virtual node joined to each target by an edge of its offset.
+        """
+        graph = self.rev_wh if metric == "wh" else self.rev_s
+        n = graph.shape[0]
+        keep = [(t, o) for t, o in zip(targets, offsets) if math.isfinite(o)]
+        if not keep:
+            return np.full(n, math.inf)
+        indptr = np.append(graph.indptr, graph.indptr[-1] + len(keep))
+        indices = np.append(graph.indices, [t for t, _ in keep])
+        data = np.append(graph.data, [o for _, o in keep])
+        augmented = csr_matrix((data, indices, indptr), shape=(n + 1, n + 1))
+        return dijkstra(augmented, directed=True, indices=n)[:n]
+
 
 @dataclass
 class _Query:
@@ -270,11 +302,17 @@ class _Query:
     hover_wh: float
     resume_wh: float                  # back to cruise height, empty, after the drop
     resume_s: float
-    # lower bounds (lists indexed by node) per phase
-    h: tuple[list[float], list[float]] = ((), ())
+    # Bounds per phase, lists indexed by node (filled by Planner._prepare_bounds):
+    # need: energy (Wh) of the cheapest flight straight to the phase's goal incl. its landing;
+    # direct: remaining cost if that straight flight is possible; via: remaining cost when a
+    # recharge stop comes first (None until needed); land_lb: energy to the nearest landing.
+    need: tuple[list[float], list[float]] = ((), ())
+    direct: tuple[list[float], list[float]] = ((), ())
+    via: list = field(default_factory=lambda: [None, None])
     land_lb: tuple[list[float], list[float]] = ((), ())
-    energy_to_dest: np.ndarray | None = None
-    energy_to_returns: np.ndarray | None = None
+    return_need_wh: float = -math.inf  # energy to fly back straight from the drop (phase 0 only)
+    return_extra: float = 0.0          # added cost when that is impossible (a stop on the way back)
+    via_offsets: tuple = ((), ())      # (targets, offsets) per phase for the lazy via bound
 
 
 @dataclass
@@ -339,6 +377,7 @@ class Planner:
         topo = self.topology
         self._swap_s = [nd.swap_s if nd.charging == "swap" else None for nd in topo.nodes]
         self._charge_w = [nd.charge_power_w if nd.charging == "charge" else None for nd in topo.nodes]
+        self._recharge = tuple(i for i in range(topo.n) if topo.can_recharge[i])
 
     # -- cost tables -------------------------------------------------------------------------
 
@@ -459,7 +498,7 @@ class Planner:
             raise UserError(f"wind {wind.speed_mps:g} m/s exceeds {p.name}'s limit of {p.max_wind_mps:g} m/s")
         spec = RETURN_ANY if return_to in (None, RETURN_ANY) else str(return_to)
         if spec == RETURN_ANY:
-            returns = tuple(i for i in range(topo.n) if topo.can_recharge[i])
+            returns = self._recharge
             if not returns:
                 raise UserError("return_to 'any' needs a node that can swap or charge; the network has none")
         else:
@@ -472,7 +511,10 @@ class Planner:
             returns = (r,)
         loaded = self._phase_costs(payload_kg, wind)
         empty = self._phase_costs(0.0, wind)
-        drop_wh, drop_s, hover_wh, resume_wh, resume_s = self._drop_costs(payload_kg, wind, loaded, empty)
+        drop = loaded.memo.get("drop")
+        if drop is None:
+            drop = loaded.memo["drop"] = self._drop_costs(payload_kg, wind, loaded, empty)
+        drop_wh, drop_s, hover_wh, resume_wh, resume_s = drop
         return _Query(origin=o, dest=d, returns=returns, return_spec=spec, payload_kg=float(payload_kg),
                       battery_start_wh=self.capacity_wh * float(battery_pct) / 100.0, wind=wind,
                       objective=objective, dest_ends_trip=d in returns, costs=(loaded, empty),
@@ -482,45 +524,97 @@ class Planner:
     # -- bounds ------------------------------------------------------------------------------
 
     def _recharge_targets(self, exclude: int) -> tuple[int, ...]:
-        return tuple(i for i in range(self.topology.n) if self.topology.can_recharge[i] and i != exclude)
+        """Recharge nodes other than ``exclude`` (the destination never recharges)."""
+        if not self.topology.can_recharge[exclude]:
+            return self._recharge
+        return tuple(i for i in self._recharge if i != exclude)
+
+    def _cost_metric(self, q: _Query) -> str:
+        return "s" if q.objective == "time" else "wh"
+
+    def _stop_offsets(self, q: _Query, p: int, targets: tuple[int, ...], direct: np.ndarray
+                      ) -> tuple[list[int], list[float]]:
+        """Lower bound of landing at each target, recharging, taking off and going on directly."""
+        ph = q.costs[p]
+        if q.objective == "energy":
+            hop = ph.land_wh + ph.takeoff_wh
+            return list(targets), [hop + float(direct[r]) for r in targets]
+        offsets = []
+        for r in targets:
+            if self._swap_s[r] is not None:
+                stop = self._swap_s[r]
+            else:   # at least the landing's own energy is missing from the pack
+                stop = ph.land_wh / self._charge_w[r] * 3600.0
+            offsets.append(ph.land_s + stop + ph.takeoff_s + float(direct[r]))
+        return list(targets), offsets
+
+    def _phase1_bounds(self, q: _Query) -> tuple:
+        """Bounds after the drop; they depend on the destination only if it can recharge."""
+        empty = q.costs[_EMPTY]
+        d = q.dest
+        key = ("phase1", q.objective, q.returns, d if self.topology.can_recharge[d] else -1)
+        cached = empty.memo.get(key)
+        if cached is None:
+            ph_land_c = empty.land_s if q.objective == "time" else empty.land_wh
+            need = empty.dist_to("wh", q.returns) + empty.land_wh
+            land_targets = tuple(sorted(set(self._recharge_targets(d)) | set(q.returns)))
+            lb = empty.dist_to("wh", land_targets) + empty.land_wh
+            direct = empty.dist_pred_to(self._cost_metric(q), q.returns)[0] + ph_land_c
+            stations = tuple(r for r in self._recharge_targets(d) if r not in set(q.returns))
+            targets, offsets = self._stop_offsets(q, _EMPTY, stations, direct)
+            via = np.maximum(empty.dist_via(self._cost_metric(q), targets, offsets), direct)
+            cached = empty.memo[key] = (need, need.tolist(), direct, direct.tolist(), via, via.tolist(),
+                                        lb.tolist())
+        return cached
 
     def _prepare_bounds(self, q: _Query) -> None:
-        """Fill q.h (remaining-cost lower bounds) and q.land_lb (energy to the nearest landing)."""
+        """Fill the remaining-cost and landing-energy lower bounds of a query.
+
+        All are exact shortest-path distances on the reversed graph (scipy Dijkstra), which
+        ignore the battery and are therefore admissible: time or energy to the destination,
+        then (unless it ends the trip) from it to the nearest return node; when a label's
+        battery cannot cover the straight flight, the bound goes via the best recharge node.
+        """
         loaded, empty = q.costs
         d = q.dest
-        energy_obj = q.objective == "energy"
-        # energy from every node to the destination with the payload; only values within one
-        # battery matter for pruning, so the time objective bounds the search (much faster)
-        limit = math.inf if energy_obj else self.capacity_wh
-        e_dest = loaded.dist_to("wh", (d,), limit)
+        time_obj = q.objective == "time"
+        hover_s = float(self.profile.delivery_hover_s)
+        # energy to the destination only matters within one battery, except as the energy
+        # objective's bound: the time objective runs a (much faster) bounded Dijkstra
+        e_dest = (loaded.dist_to("wh", (d,), self.capacity_wh) if time_obj
+                  else loaded.dist_pred_to("wh", (d,))[0])
         e_rech0 = loaded.dist_to("wh", self._recharge_targets(d))
         if q.dest_ends_trip:
-            end_wh, end_s = loaded.land_wh, loaded.land_s + self.profile.delivery_hover_s
-            after_dest_s = after_dest_wh = 0.0
-            e_ret = None
-            h1 = lb1 = []
+            end_wh = loaded.land_wh
+            end_c = loaded.land_s + hover_s if time_obj else loaded.land_wh
+            after_c = 0.0
+            q.need = (None, [])
+            direct1 = via1 = lb1 = []
         else:
-            end_wh, end_s = q.drop_wh + q.hover_wh, q.drop_s + self.profile.delivery_hover_s
-            e_ret = empty.dist_to("wh", q.returns)
-            land_targets = tuple(sorted(set(self._recharge_targets(d)) | set(q.returns)))
-            e_land1 = empty.dist_to("wh", land_targets)
-            lb1 = (e_land1 + empty.land_wh).tolist()
-            if energy_obj:
-                h1_arr = e_ret + empty.land_wh
-                after_dest_wh = q.resume_wh + float(h1_arr[d])
-            else:
-                h1_arr = empty.dist_to("s", q.returns) + empty.land_s
-                after_dest_s = q.resume_s + float(h1_arr[d])
-            h1 = h1_arr.tolist()
-        lb0 = np.minimum(e_dest + end_wh, e_rech0 + loaded.land_wh)
-        if energy_obj:
-            h0 = e_dest + end_wh + after_dest_wh
-        else:
-            h0 = loaded.dist_to("s", (d,)) + end_s + after_dest_s
-        q.h = (h0.tolist(), h1)
+            end_wh = q.drop_wh + q.hover_wh
+            end_c = q.drop_s + hover_s if time_obj else end_wh
+            need1_arr, need1, direct1_arr, direct1, via1_arr, via1, lb1 = self._phase1_bounds(q)
+            after_c = (q.resume_s if time_obj else q.resume_wh) + float(direct1_arr[d])
+            q.return_need_wh = q.resume_wh + float(need1_arr[d])
+            q.return_extra = float(via1_arr[d] - direct1_arr[d])
+            q.need = (None, need1)
+            q.via[_EMPTY] = via1
+        need0 = e_dest + end_wh
+        lb0 = np.minimum(need0, e_rech0 + loaded.land_wh)
+        to_dest = loaded.dist_pred_to("s", (d,))[0] if time_obj else e_dest
+        direct0 = to_dest + end_c + after_c
+        q.via_offsets = (self._stop_offsets(q, _LOADED, self._recharge_targets(d), direct0), ())
+        q.need = (need0.tolist(), q.need[1])
+        q.direct = (direct0.tolist(), direct1)
         q.land_lb = (lb0.tolist(), lb1)
-        q.energy_to_dest = e_dest if not math.isinf(limit) else None
-        q.energy_to_returns = e_ret
+
+    def _via_bound(self, q: _Query, p: int) -> list[float]:
+        """The phase-0 via-recharge bound, computed on first use (most trips never need it)."""
+        if q.via[p] is None:
+            targets, offsets = q.via_offsets[p]
+            via = q.costs[p].dist_via(self._cost_metric(q), targets, offsets)
+            q.via[p] = np.maximum(via, np.asarray(q.direct[p])).tolist()
+        return q.via[p]
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -537,7 +631,10 @@ class Planner:
         """
         q = self._validate(origin, destination, payload_kg, battery_pct, wind, return_to, objective)
         self._prepare_bounds(q)
-        labels, goal, grounds = self._search(q)
+        labels, goal = self._direct(q)
+        grounds: list = []
+        if goal is None:
+            labels, goal, grounds = self._search(q)
         if goal is not None:
             legs, stops = self._rebuild(q, labels, labels.chain(goal))
             final = self.topology.ids[labels.node[goal]]
@@ -545,21 +642,86 @@ class Planner:
                         tuple(legs), tuple(stops), None)
         return self._explain(q, labels, grounds)
 
+    def _direct(self, q: _Query) -> tuple[_Labels, int | None]:
+        """The unconstrained optimum, if the battery allows it without any stop.
+
+        Origin -> destination and destination -> nearest return node along shortest paths in
+        the objective's metric cost exactly the lower bound the search starts from (stops and
+        extra take-offs only add), so when both legs keep the reserve this plan is optimal and
+        the label search is skipped. Returns (labels, goal label) or (labels, None).
+        """
+        topo = self.topology
+        metric = self._cost_metric(q)
+        loaded, empty = q.costs
+        floor = self.floor_wh - _EPS_WH
+        time_obj = q.objective == "time"
+        L = _Labels()
+
+        def fly(u: int, p: int, c: float, b: float, start: int, parent: int, pred: np.ndarray,
+                stop_at) -> tuple[int, int, float, float] | None:
+            ph = q.costs[p]
+            cost_list = ph.edge_s_list if time_obj else ph.edge_wh_list
+            while not stop_at(u):
+                v = int(pred[u])
+                if v < 0:
+                    return None
+                e = topo.edge_id[(u, v)]
+                b -= ph.edge_wh_list[e]
+                c += cost_list[e]
+                parent = L.add(v, p, c, b, start, True, parent, e)
+                u = v
+            return u, parent, c, b
+
+        d, o = q.dest, q.origin
+        _, pred0 = loaded.dist_pred_to(metric, (d,))
+        b = q.battery_start_wh - loaded.takeoff_wh
+        c = loaded.takeoff_s if time_obj else loaded.takeoff_wh
+        lid = L.add(o, _LOADED, c, b, o, False, -1, _EV_START)
+        got = fly(o, _LOADED, c, b, o, lid, pred0, lambda u: u == d)
+        if got is None:
+            return L, None
+        _, lid, c, b = got
+        if q.dest_ends_trip:
+            b -= loaded.land_wh
+            if b < floor:
+                return L, None
+            c += loaded.land_s + self.profile.delivery_hover_s if time_obj else loaded.land_wh
+            return L, L.add(d, _LOADED, c, b, d, False, lid, _EV_END_HANDOVER)
+        b -= q.drop_wh + q.hover_wh
+        if b < floor:
+            return L, None
+        c += q.drop_s + self.profile.delivery_hover_s if time_obj else q.drop_wh + q.hover_wh
+        b -= q.resume_wh
+        c += q.resume_s if time_obj else q.resume_wh
+        lid = L.add(d, _EMPTY, c, b, d, True, lid, _EV_DELIVER)
+        returns = set(q.returns)
+        _, pred1 = empty.dist_pred_to(metric, q.returns)
+        got = fly(d, _EMPTY, c, b, d, lid, pred1, lambda u: u in returns)
+        if got is None:
+            return L, None
+        r, lid, c, b = got
+        b -= empty.land_wh
+        if b < floor:
+            return L, None
+        c += empty.land_s if time_obj else empty.land_wh
+        return L, L.add(r, _EMPTY, c, b, r, False, lid, _EV_END)
+
     def _search(self, q: _Query) -> tuple[_Labels, int | None, list[tuple[int, float]]]:
         """Label-setting A*; returns (labels, goal label or None, ground labels with battery)."""
         topo = self.topology
         n = topo.n
         adj = topo.adj
-        dst_of = topo.dst_list
         cap, floor = self.capacity_wh, self.floor_wh - _EPS_WH
         time_obj = q.objective == "time"
         loaded, empty = q.costs
+        pc = q.costs
         d = q.dest
         returns = set(q.returns)
         ends_at_dest = q.dest_ends_trip
         hover_s = float(self.profile.delivery_hover_s)
         swap_s, charge_w = self._swap_s, self._charge_w
-        rech = [topo.can_recharge[i] and i != d for i in range(n)]
+        rech = list(topo.can_recharge)
+        rech[d] = False
         # where a leg may end, per phase
         landable0 = rech[:]
         landable0[d] = True
@@ -570,20 +732,27 @@ class Planner:
         edge_cost = ((loaded.edge_s_list, empty.edge_s_list) if time_obj
                      else (loaded.edge_wh_list, empty.edge_wh_list))
         edge_wh = (loaded.edge_wh_list, empty.edge_wh_list)
-        h, lb = q.h, q.land_lb
-        pc = q.costs
+        need, direct, lb = q.need, q.direct, q.land_lb
+        ret_need = (q.return_need_wh, -math.inf)
+        ret_extra = (q.return_extra, 0.0)
 
         L = _Labels()
         buckets: dict[int, list[int]] = {}
         heap: list[tuple[float, int]] = []
-        grounds: list[tuple[int, float]] = []     # (label taking off, battery on the ground)
+        grounds: list[tuple[int, float]] = []     # (ground-state label, battery on the ground)
         best = math.inf
 
-        def offer(v: int, p: int, c: float, b: float, s: int, parent: int, ev: int) -> None:
-            """Add a label unless dominated; push it on the heap."""
-            f = c + h[p][v]
-            if f >= best:
-                return
+        def bound(v: int, p: int, b: float) -> float:
+            """Admissible remaining cost of a label at v in phase p with battery b."""
+            spare = b - need[p][v]
+            if spare < floor:                      # a recharge stop must come first
+                return self._via_bound(q, p)[v]
+            if spare - ret_need[p] < floor:        # a stop on the way back, or one before the drop
+                return min(direct[p][v] + ret_extra[p], self._via_bound(q, p)[v])
+            return direct[p][v]
+
+        def offer(v: int, p: int, c: float, b: float, s: int, parent: int, ev: int, f: float) -> None:
+            """Add a label unless dominated (same node and phase); push it on the heap."""
             canland = v != s or not landable[p][v]
             key = v + p * n
             bucket = buckets.get(key)
@@ -613,10 +782,11 @@ class Planner:
             L.alive[gid] = False          # a record only; the search uses the copy below
             grounds.append((gid, ground_b))
             if b - lb[p][v] >= floor:
-                offer(v, p, c + up_cost, b, v, parent, ev)
+                f = c + up_cost + bound(v, p, b)
+                if f < best:
+                    offer(v, p, c + up_cost, b, v, parent, ev, f)
 
-        o = q.origin
-        take_off(o, _LOADED, 0.0, q.battery_start_wh, -1, _EV_START, loaded.takeoff_wh,
+        take_off(q.origin, _LOADED, 0.0, q.battery_start_wh, -1, _EV_START, loaded.takeoff_wh,
                  loaded.takeoff_s if time_obj else loaded.takeoff_wh)
 
         while heap:
@@ -663,15 +833,27 @@ class Planner:
                             up = ph.takeoff_wh
                         take_off(u, p, nc, cap, lid, _EV_RECHARGE, ph.takeoff_wh, up)
             # -- corridors -----------------------------------------------------------------
-            costs_p, wh_p, h_p, lb_p = edge_cost[p], edge_wh[p], h[p], lb[p]
+            costs_p, wh_p, lb_p = edge_cost[p], edge_wh[p], lb[p]
+            need_p, direct_p, via_p = need[p], direct[p], q.via[p]
+            ret_need_p, ret_extra_p = ret_need[p], ret_extra[p]
+            start = L.start[lid]
             for v, e in adj[u]:
                 nb = b - wh_p[e]
                 if nb - lb_p[v] < floor:
-                    continue
+                    continue             # cannot land anywhere any more
                 nc = c + costs_p[e]
-                if nc + h_p[v] >= best:
-                    continue
-                offer(v, p, nc, nb, L.start[lid], lid, e)
+                spare = nb - need_p[v]            # (same as bound(), inlined: hot loop)
+                if spare >= floor and spare - ret_need_p >= floor:
+                    f = nc + direct_p[v]
+                else:
+                    if via_p is None:
+                        via_p = self._via_bound(q, p)
+                    if spare < floor:
+                        f = nc + via_p[v]
+                    else:
+                        f = nc + min(direct_p[v] + ret_extra_p, via_p[v])
+                if f < best:
+                    offer(v, p, nc, nb, start, lid, e, f)
         return L, None, grounds
 
     # -- results -----------------------------------------------------------------------------
