@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares
 
-from droneops.energy import _track_power, hop_durations, hop_phases, power_w
+from droneops.energy import level_power_w, hop_durations, hop_phases, power_w
 from droneops.errors import UserError
 from droneops.vehicle import VehicleProfile, load_vehicle
 
@@ -406,7 +406,7 @@ def regime_power_w(profile: VehicleProfile, regimes: list[Regime]) -> np.ndarray
     level = speed > 0
     out = np.empty(len(regimes))
     if level.any():
-        out[level] = _track_power(profile, pay[level], speed[level], None, wind[level], 0.0)
+        out[level] = level_power_w(profile, pay[level], speed[level], None, wind[level], 0.0)
     if (~level).any():
         out[~level] = power_w(profile, pay[~level], wind[~level], rate[~level])
     return out
@@ -453,8 +453,9 @@ _SPEC_FIELDS = ("mass_empty_kg", "rotor_count", "rotor_radius_m", "rotor_tip_spe
 
 def report(profile: VehicleProfile, flights: list[Flight], excluded: list[tuple[Flight, str]],
            cv_errors: np.ndarray | None = None, cv_label: str = "", regimes: list[Regime] | None = None,
-           out=sys.stdout) -> dict:
-    """Print the fit report; return its headline figures as a dict."""
+           out=None) -> dict:
+    """Print the fit report (to ``out``, default stdout); return its headline figures as a dict."""
+    out = sys.stdout if out is None else out
     energy, duration = predict(profile, flights)
     c = _columns(flights)
     err = (energy / c["energy_wh"] - 1) * 100

@@ -242,9 +242,13 @@ def _wind_en(wind_speed_mps: ArrayLike, wind_from_deg: ArrayLike) -> tuple[np.nd
     return -ws * np.sin(rad), -ws * np.cos(rad)
 
 
-def _track_power(profile: VehicleProfile, payload_kg: ArrayLike, ground_speed_mps: ArrayLike,
+def level_power_w(profile: VehicleProfile, payload_kg: ArrayLike, ground_speed_mps: ArrayLike,
                  track_deg: ArrayLike | None, wind_speed_mps: ArrayLike, wind_from_deg: ArrayLike) -> np.ndarray:
-    """Level power at a ground speed on a track in a wind (arrays); track ``None`` = mean over tracks."""
+    """Level-flight electrical power, W, at ``ground_speed_mps`` on ``track_deg`` in a wind.
+
+    The wind is given as arrays (speed, FROM direction) so one call covers many flights in
+    different winds; everything broadcasts. ``track_deg=None``: mean over all track directions.
+    """
     vg = np.asarray(ground_speed_mps, dtype=float)
     we, wn = _wind_en(wind_speed_mps, wind_from_deg)
     if track_deg is None:
@@ -254,7 +258,7 @@ def _track_power(profile: VehicleProfile, payload_kg: ArrayLike, ground_speed_mp
     return power_w(profile, payload_kg, _airspeed(vg, track_deg, we, wn), 0.0)
 
 
-def _mean_track_power(profile: VehicleProfile, payload_kg: ArrayLike, v_hi: ArrayLike, track_deg: ArrayLike | None,
+def _meanlevel_power_w(profile: VehicleProfile, payload_kg: ArrayLike, v_hi: ArrayLike, track_deg: ArrayLike | None,
                       wind_speed_mps: ArrayLike, wind_from_deg: ArrayLike) -> np.ndarray:
     """Time-mean level power while the ground speed changes uniformly in time between 0 and v_hi.
 
@@ -266,7 +270,7 @@ def _mean_track_power(profile: VehicleProfile, payload_kg: ArrayLike, v_hi: Arra
     def ex(a: ArrayLike | None) -> np.ndarray | None:
         return None if a is None else np.asarray(a, dtype=float)[..., None]
 
-    powers = _track_power(profile, ex(payload_kg), speeds, ex(track_deg), ex(wind_speed_mps), ex(wind_from_deg))
+    powers = level_power_w(profile, ex(payload_kg), speeds, ex(track_deg), ex(wind_speed_mps), ex(wind_from_deg))
     return 0.5 * np.sum(_GAUSS_WEIGHTS * powers, axis=-1)
 
 
@@ -289,7 +293,7 @@ def segment_energy(profile: VehicleProfile, payload_kg: ArrayLike, length_m: Arr
     length = np.asarray(length_m, dtype=float)
     if np.any(~(length >= 0)):
         raise UserError("segment length must be >= 0 m")
-    power = _track_power(profile, payload_kg, vg, track_deg, wind.speed_mps, wind.from_deg)
+    power = level_power_w(profile, payload_kg, vg, track_deg, wind.speed_mps, wind.from_deg)
     duration = length / vg
     power, duration = np.broadcast_arrays(power, duration)
     return power * duration / _J_PER_WH, duration.copy()
@@ -315,8 +319,8 @@ def speed_change_energy(profile: VehicleProfile, payload_kg: ArrayLike, speed_mp
         return zero, zero.copy(), zero.copy()
     dist = v**2 / a
     duration = 2.0 * v / a
-    mean_p = _mean_track_power(p, payload_kg, v, track_deg, wind.speed_mps, wind.from_deg)
-    steady_p = _track_power(p, payload_kg, v, track_deg, wind.speed_mps, wind.from_deg)
+    mean_p = _meanlevel_power_w(p, payload_kg, v, track_deg, wind.speed_mps, wind.from_deg)
+    steady_p = level_power_w(p, payload_kg, v, track_deg, wind.speed_mps, wind.from_deg)
     kinetic = kinetic_energy_j(p, payload_kg, v) / p.drivetrain_efficiency
     extra_wh = (mean_p * duration + kinetic - steady_p * dist / v) / _J_PER_WH
     return extra_wh, duration - dist / v, dist
@@ -467,12 +471,12 @@ def hop_phases(profile: VehicleProfile, distance_m: ArrayLike, altitude_m: Array
     e["climb"] = t["climb"] * power_w(p, pay, ws, p.climb_speed_mps) / _J_PER_WH
     e["hover"] = t["hover"] * power_w(p, pay, ws, 0.0) / _J_PER_WH
     if p.horizontal_accel_mps2 > 0:
-        mean_p = _mean_track_power(p, pay, peak, track, ws, wf)
+        mean_p = _meanlevel_power_w(p, pay, peak, track, ws, wf)
         kinetic = legs * kinetic_energy_j(p, pay, peak) / p.drivetrain_efficiency
         e["accelerate/brake"] = (t["accelerate/brake"] * mean_p + kinetic) / _J_PER_WH
     else:
         e["accelerate/brake"] = np.zeros(dist.shape)
-    e["cruise"] = t["cruise"] * _track_power(p, pay, v, track, ws, wf) / _J_PER_WH
+    e["cruise"] = t["cruise"] * level_power_w(p, pay, v, track, ws, wf) / _J_PER_WH
     e["descent"], _, e["landing"], _ = _descent_to_ground(p, pay, alt, ws)
     return {name: (np.broadcast_to(e[name], dist.shape), np.broadcast_to(t[name], dist.shape)) for name in PHASE_NAMES}
 

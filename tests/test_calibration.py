@@ -1,0 +1,129 @@
+"""The shipped m100 profile against the measured CMU Matrice 100 flights (shared data folder)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+
+from droneops import calibration as cal
+from droneops.energy import hover_power_w
+from droneops.errors import UserError
+from droneops.vehicle import load_vehicle, missions_dir
+
+DATA = cal.data_dir()
+needs_data = pytest.mark.skipif(
+    not (DATA / cal.FLIGHTS_FILE).is_file(),
+    reason=f"CMU M100 calibration data not found at {DATA} (set {cal.DATA_ENV} to the cmu-m100 folder)")
+
+
+@pytest.fixture(scope="module")
+def flights():
+    rows = cal.load_flights(DATA)
+    valid, excluded = cal.select_cruise_flights(rows)
+    return rows, valid, excluded
+
+
+@needs_data
+def test_shipped_m100_meets_accuracy_target(flights):
+    _, valid, _ = flights
+    errors = cal.errors_pct(load_vehicle("m100"), valid)
+    mape = cal.mape_pct(errors)
+    worst = float(np.max(np.abs(errors)))
+    assert len(valid) >= 100
+    assert mape <= cal.TARGET_MAPE_PCT, f"MAPE {mape:.2f}% over {cal.TARGET_MAPE_PCT}%"
+    assert worst <= cal.TARGET_MAX_PCT, f"worst flight off by {worst:.1f}%"
+    assert abs(float(np.mean(errors))) < 1.0  # no overall bias
+
+
+@needs_data
+def test_shipped_m100_durations_match(flights):
+    _, valid, _ = flights
+    measured = np.array([f.duration_s for f in valid])
+    predicted = cal.predict_durations(load_vehicle("m100"), valid)
+    assert cal.mape_pct((predicted / measured - 1) * 100) <= 2.0
+
+
+@needs_data
+def test_selection_keeps_r_routes_and_explains_exclusions(flights):
+    rows, valid, excluded = flights
+    assert len(valid) + len(excluded) == len(rows)
+    assert all(f.route.startswith("R") for f in valid)
+    assert all(f.energy_wh > 0 and f.path_len_m > 0 for f in valid)
+    reasons = {f.route: why for f, why in excluded}
+    assert "hover test" in reasons.get("H", "")
+    assert all(why for _, why in excluded)
+
+
+@needs_data
+def test_hover_tests_match_model_hover_power(flights):
+    rows, _, _ = flights
+    m100 = load_vehicle("m100")
+    hover = [f for f in rows if f.route == "H" and f.duration_s > 0]
+    assert hover
+    for f in hover:
+        measured_w = f.energy_wh * 3600 / f.duration_s
+        assert float(hover_power_w(m100, f.payload_kg)) == pytest.approx(measured_w, rel=0.05)
+
+
+@needs_data
+def test_energy_fit_recovers_accuracy_from_a_perturbed_start(flights):
+    _, valid, _ = flights
+    start = dataclasses.replace(load_vehicle("m100"), induced_power_factor=1.5, drag_area_m2=0.2)
+    assert cal.mape_pct(cal.errors_pct(start, valid)) > 10
+    fitted = cal.fit_energy(start, valid)
+    assert cal.mape_pct(cal.errors_pct(fitted, valid)) <= cal.TARGET_MAPE_PCT
+    assert 1.0 <= fitted.induced_power_factor <= 1.4
+    assert 0.0 < fitted.drag_area_m2 < 0.15
+
+
+@needs_data
+def test_held_out_folds_stay_accurate(flights):
+    _, valid, _ = flights
+    # 3-fold cross-validation of the energy and kinematics fits (leave-one-out: the CLI)
+    errors = cal.cross_validate(load_vehicle("m100"), valid, folds=3)
+    assert cal.mape_pct(errors) <= 2.75
+    assert float(np.max(np.abs(errors))) <= cal.TARGET_MAX_PCT
+
+
+def test_data_dir_env_override_and_missing_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv(cal.DATA_ENV, str(tmp_path))
+    assert cal.data_dir() == tmp_path
+    with pytest.raises(UserError, match="not found"):
+        cal.load_flights()
+    (tmp_path / cal.FLIGHTS_FILE).write_text(
+        "flight,speed,payload,altitude,date,local_time,route,path_len_h_m,wind_speed_ground_mean,"
+        "motor_on_energy_wh,motor_on_s\n"
+        "1,10,250,50,2019-01-01,10:00,R1,470,1.0,17.5,120\n"
+        "2,0,0,0,2019-01-01,10:10,A1,,,,\n"
+        "3,10,0,50,2019-01-01,10:20,R1,470,1.0,,\n", encoding="utf-8")
+    rows = cal.load_flights()
+    valid, excluded = cal.select_cruise_flights(rows)
+    assert [f.flight for f in valid] == [1]
+    assert valid[0].payload_kg == pytest.approx(0.25)
+    assert {f.flight for f, _ in excluded} == {2, 3}
+
+
+def test_write_profile_values_keeps_comments(tmp_path):
+    target = tmp_path / "m100.toml"
+    shutil.copy(missions_dir() / "vehicles" / "m100.toml", target)
+    before = target.read_text(encoding="utf-8")
+    cal.write_profile_values(target, {"drag_area_m2": 0.0512345, "induced_power_factor": 1.2})
+    after = target.read_text(encoding="utf-8")
+    assert after.count("\n") == before.count("\n")
+    profile = load_vehicle(target)
+    assert profile.drag_area_m2 == pytest.approx(0.05123)
+    assert profile.induced_power_factor == pytest.approx(1.2)
+    assert "# m^2, FITTED-E parasite drag area" in after
+    with pytest.raises(UserError):
+        cal.write_profile_values(target, {"no_such_field": 1.0})
+
+
+@needs_data
+def test_calibration_cli_no_fit(capsys):
+    assert cal.main(["--no-fit"]) == 0
+    out = capsys.readouterr().out
+    assert "in-sample: energy MAPE" in out
+    assert "target (MAPE <= 2.5%, every flight within 10.0%): met" in out
