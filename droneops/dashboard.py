@@ -43,6 +43,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import networkx as nx
+from aiohttp import web
 
 from droneops.errors import UserError
 from droneops.network import Network
@@ -867,8 +868,6 @@ class Hub:
     async def stream(self, request):
         """``GET /api/stream``: Server-Sent Events. First ``snapshot``, then ``update``
         pushes (coalesced), and a ``ping`` every ``heartbeat_s`` when idle."""
-        from aiohttp import web
-
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                            "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         await resp.prepare(request)
@@ -901,11 +900,14 @@ def _sse(event: str, data: dict) -> bytes:
 # --- the web app ---------------------------------------------------------------------------------
 
 
-def make_app(config: DashboardConfig, network: Network, *, start_feed: bool = True):
+STATE_KEY = web.AppKey("state", FleetState)
+HUB_KEY = web.AppKey("hub", Hub)
+FEED_KEY = web.AppKey("feed", MqttFeed)
+
+
+def make_app(config: DashboardConfig, network: Network, *, start_feed: bool = True) -> web.Application:
     """The aiohttp application: page, static files, ``/api/network``, ``/api/snapshot``,
     ``/api/stream`` (SSE) and ``POST /api/orders``. The MQTT feed starts with the app."""
-    from aiohttp import web
-
     if config.station is not None and config.station not in network.nodes:
         raise UserError(f"--station {config.station!r} is not a node of the network "
                         f"(ids look like {', '.join(list(network.nodes)[:5])}...)")
@@ -921,7 +923,7 @@ def make_app(config: DashboardConfig, network: Network, *, start_feed: bool = Tr
     view_bytes = dumps(view)
     limits = CommandLimits(max_payload_kg=math.inf, pads=frozenset(n.id for n in pads))
     app = web.Application(client_max_size=16 * 1024)
-    app["state"], app["hub"], app["feed"], app["config"] = state, hub, feed, config
+    app[STATE_KEY], app[HUB_KEY], app[FEED_KEY] = state, hub, feed
 
     async def index(_request):
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
@@ -972,8 +974,6 @@ def make_app(config: DashboardConfig, network: Network, *, start_feed: bool = Tr
 
 
 def _error(status: int, code: str, message: str, **extra: Any):
-    from aiohttp import web
-
     body = {"accepted": False, "code": code, "reason": message, **{k: v for k, v in extra.items() if v}}
     return web.json_response(body, status=status)
 
@@ -986,8 +986,6 @@ def new_order_id(station: str | None) -> str:
 
 async def serve(config: DashboardConfig, network: Network, ready=None) -> None:
     """Run the dashboard until cancelled. ``ready(url)`` is called once it listens."""
-    from aiohttp import web
-
     app = make_app(config, network)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()

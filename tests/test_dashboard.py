@@ -1,0 +1,508 @@
+"""Station dashboard: pure parts (projection, map view, routes, state merge, staleness, reply
+normalisation, coalescing) and integration over a real Mosquitto with the example ACL: the
+station account's retained view reaches the SSE stream, bookings go out as MQTT v5
+request/response, the service going offline is pushed, ACL denials are reported."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import socket
+import time
+
+import aiohttp
+import pytest
+
+from dashboard_fleet import FakeFleet
+from droneops import cli
+from droneops.dashboard import (
+    DashboardConfig,
+    FleetState,
+    Hub,
+    Projection,
+    _Client,
+    heading_deg,
+    network_view,
+    normalise_reply,
+    parse_broker_url,
+    parse_listen,
+    route_nodes,
+    route_points,
+    serve,
+    staleness,
+)
+from droneops.errors import UserError
+from droneops.network import load_network
+from droneops.telemetry import Topics
+from mqtt_broker import USERS, Subscriber, jpayload, mosquitto  # noqa: F401  (fixture)
+
+PREFIX = "droneops/v1/test"
+
+
+@pytest.fixture(scope="module")
+def huadu():
+    return load_network("huadu")
+
+
+# --- projection and map ----------------------------------------------------------------------
+
+
+def test_projection_matches_local_enu_frame(huadu):
+    proj = Projection.for_network(huadu)
+    plane = huadu.node_plane_m  # pymap3d ENU at the same origin
+    worst = 0.0
+    for node_id, (e_ref, n_ref) in plane.items():
+        n = huadu.nodes[node_id]
+        e, nn = proj.to_plane(n.lat_deg, n.lon_deg)
+        dist = math.hypot(e_ref, n_ref)
+        err = math.hypot(e - e_ref, nn - n_ref)
+        assert err <= 1.0 + 1e-3 * dist, (node_id, err, dist)
+        worst = max(worst, err)
+        lat, lon = proj.to_geodetic(e, nn)
+        assert lat == pytest.approx(n.lat_deg, abs=1e-9) and lon == pytest.approx(n.lon_deg, abs=1e-9)
+    assert worst > 0  # it is an approximation, not the same code path
+
+
+def test_projection_axes_and_dateline():
+    p = Projection(0.0, 179.99)
+    e, n = p.to_plane(0.0, -179.99)          # 0.02 deg east across the antimeridian
+    assert e == pytest.approx(2226.4, rel=1e-3) and n == pytest.approx(0.0)
+    e, n = Projection(45.0, 10.0).to_plane(45.001, 10.0)
+    assert e == pytest.approx(0.0) and n == pytest.approx(111.13, rel=1e-3)
+
+
+@pytest.mark.parametrize("de, dn, hdg", [(0, 1, 0), (1, 0, 90), (0, -1, 180), (-1, 0, 270), (1, 1, 45)])
+def test_heading_clockwise_from_north(de, dn, hdg):
+    assert heading_deg(de, dn) == pytest.approx(hdg)
+
+
+def test_network_view_geometry(huadu):
+    proj = Projection.for_network(huadu)
+    view = network_view(huadu, proj)
+    assert len(view["nodes"]) == len(huadu.nodes)
+    assert len(view["corridors"]) == len(huadu.corridors)
+    assert len(view["no_fly"]) == len(huadu.no_fly_zones)
+    pos = {n["id"]: (n["e_m"], n["n_m"]) for n in view["nodes"]}
+    b = view["bounds"]
+    for e, n in pos.values():
+        assert b["min_e_m"] <= e <= b["max_e_m"] and b["min_n_m"] <= n <= b["max_n_m"]
+    for c in view["corridors"]:  # corridors start and end at their nodes
+        assert c["pts"][0] == pytest.approx(list(pos[c["from"]]), abs=0.11)
+        assert c["pts"][-1] == pytest.approx(list(pos[c["to"]]), abs=0.11)
+    json.dumps(view)
+
+
+def test_route_from_leg_nodes_or_shortest_path(huadu):
+    proj = Projection.for_network(huadu)
+    e = huadu.edges()[0]
+    # explicit node lists are used as given (consecutive duplicates merged)
+    plan = {"legs": [{"from": e.from_id, "to": e.to_id, "nodes": [e.from_id, e.to_id]},
+                     {"from": e.to_id, "to": e.from_id, "nodes": [e.to_id, e.from_id]}]}
+    assert route_nodes(huadu, plan) == [e.from_id, e.to_id, e.from_id]
+    # without node lists: shortest corridor path between the leg's ends
+    far = max(huadu.nodes, key=lambda nid: math.hypot(*huadu.node_plane_m[nid]))
+    nodes = route_nodes(huadu, {"legs": [{"from": "depot", "to": far}]})
+    assert nodes[0] == "depot" and nodes[-1] == far and len(nodes) >= 3
+    assert all(huadu.has_edge(a, b) for a, b in zip(nodes, nodes[1:]))
+    pts = route_points(huadu, proj, nodes)
+    start, end = huadu.nodes["depot"], huadu.nodes[far]
+    assert pts[0] == pytest.approx(list(proj.to_plane(start.lat_deg, start.lon_deg)), abs=0.11)
+    assert pts[-1] == pytest.approx(list(proj.to_plane(end.lat_deg, end.lon_deg)), abs=0.11)
+    assert route_nodes(huadu, {"legs": [{"from": "nowhere", "to": far}]}) == []
+    assert route_nodes(huadu, None) == []
+
+
+# --- state merge -------------------------------------------------------------------------------
+
+
+def _state(huadu, station="shiling"):
+    return FleetState(Topics(PREFIX), huadu, station=station, events_kept=3)
+
+
+def _b(obj) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def test_state_and_telemetry_merge_with_derived_heading(huadu):
+    s = _state(huadu)
+    depot = huadu.nodes["depot"]
+    keys = s.apply(f"{PREFIX}/vehicles/V1/state", _b({"vehicle_id": "V1", "link": "up", "status": "busy",
+                                                      "battery_pct": 80, "lat_deg": depot.lat_deg,
+                                                      "lon_deg": depot.lon_deg, "order_id": "o1",
+                                                      "timestamp": 100.0}), now=100.0)
+    assert keys == [("vehicle", "V1")]
+    v = s.vehicles["V1"]
+    assert (v["e_m"], v["n_m"]) == pytest.approx(Projection.for_network(huadu).to_plane(depot.lat_deg, depot.lon_deg), abs=0.1)
+    assert "heading_deg" not in v
+    # telemetry: 0.001 deg north -> heading 0, other fields kept
+    s.apply(f"{PREFIX}/vehicles/V1/telemetry", _b({"lat_deg": depot.lat_deg + 0.001, "lon_deg": depot.lon_deg,
+                                                   "battery_pct": 79.5}), now=101.0)
+    v = s.vehicles["V1"]
+    assert v["heading_deg"] == pytest.approx(0.0, abs=0.5) and v["battery_pct"] == 79.5
+    assert v["status"] == "busy" and v["order_id"] == "o1" and v["seen_at"] == 101.0
+    # a tiny jitter keeps the heading; an explicit heading wins
+    s.apply(f"{PREFIX}/vehicles/V1/telemetry", _b({"lat_deg": depot.lat_deg + 0.001, "lon_deg": depot.lon_deg + 1e-7}),
+            now=101.5)
+    assert s.vehicles["V1"]["heading_deg"] == pytest.approx(0.0, abs=0.5)
+    s.apply(f"{PREFIX}/vehicles/V1/telemetry", _b({"heading_deg": 450.0}), now=102.0)
+    assert s.vehicles["V1"]["heading_deg"] == 90.0
+    # moving east
+    s.apply(f"{PREFIX}/vehicles/V1/telemetry", _b({"lat_deg": depot.lat_deg + 0.001, "lon_deg": depot.lon_deg + 0.001}),
+            now=103.0)
+    assert s.vehicles["V1"]["heading_deg"] == pytest.approx(90.0, abs=0.5)
+    # cleared retained state removes the vehicle
+    assert s.apply(f"{PREFIX}/vehicles/V1/state", b"", retained=True, now=104.0) == [("vehicle", "V1")]
+    assert "V1" not in s.vehicles
+
+
+def test_malformed_and_foreign_messages_change_nothing(huadu):
+    s = _state(huadu)
+    for topic, payload in [(f"{PREFIX}/vehicles/V1/state", b"{not json"), (f"{PREFIX}/vehicles/V1/state", b"[1,2]"),
+                           ("droneops/v1/other/vehicles/V1/state", b"{}"), (f"{PREFIX}/vehicles/V1/extra", b"{}"),
+                           (f"{PREFIX}/events", b"\xff\xfe"), (f"{PREFIX}/orders/o1", b"null"),
+                           (f"{PREFIX}/vehicles/V1/state", _b({"lat_deg": "x"}))]:
+        s.apply(topic, payload, now=1.0)
+    assert s.ignored == 6
+    assert s.vehicles["V1"]["lat_deg"] == "x" and "e_m" not in s.vehicles["V1"]  # kept, not drawn
+    assert not s.orders and not s.events
+
+
+def test_retained_state_keeps_its_own_age(huadu):
+    s = _state(huadu)
+    s.apply(f"{PREFIX}/vehicles/V1/state", _b({"link": "up", "timestamp": 50.0}), retained=True, now=200.0)
+    assert s.vehicles["V1"]["seen_at"] == 50.0        # a stored message is as old as it says
+    s.apply(f"{PREFIX}/vehicles/V1/state", _b({"link": "up", "timestamp": 500.0}), retained=True, now=200.0)
+    assert s.vehicles["V1"]["seen_at"] == 200.0       # never in the future
+    s.apply(f"{PREFIX}/vehicles/V1/state", _b({"link": "up", "timestamp": 50.0}), retained=False, now=300.0)
+    assert s.vehicles["V1"]["seen_at"] == 300.0       # live: receive time (clock skew safe)
+
+
+def test_orders_concerning_the_station(huadu):
+    s = _state(huadu, station="shiling")
+    pad = next(n.id for n in huadu.nodes.values() if n.kind == "pad")
+    s.apply(f"{PREFIX}/orders/o1", _b({"state": "in_flight", "to": pad, "vehicle_id": "V1",
+                                       "plan": {"origin": "depot", "destination": pad, "return_to": "shiling",
+                                                "legs": [{"from": "depot", "to": pad}, {"from": pad, "to": "shiling"}]}}),
+            now=1.0)
+    o = s.orders["o1"]
+    assert o["order_id"] == "o1" and o["route"][0] == "depot" and o["route"][-1] == "shiling"
+    assert o["concerns_station"] and o["inbound"] and len(o["route_pts"]) >= 2
+    s.apply(f"{PREFIX}/orders/o2", _b({"state": "in_flight", "to": pad, "plan": {"legs": [{"from": "depot", "to": pad}]}}),
+            now=1.0)
+    assert s.orders["o2"]["inbound"] is False
+    s.apply(f"{PREFIX}/orders/o1", _b({**s.orders["o1"], "state": "completed"}), now=2.0)
+    assert s.orders["o1"]["concerns_station"] and not s.orders["o1"]["inbound"]
+    s.apply(f"{PREFIX}/vehicles/V1/state", _b({"order_id": "o1"}), now=2.0)
+    s.apply(f"{PREFIX}/orders/o3", _b({"state": "planned", "to": "shiling"}), now=2.0)
+    assert s.orders["o3"]["concerns_station"] and not s.orders["o3"]["inbound"]  # queued, no drone yet
+    # events: kept bounded, flagged for the station
+    for i in range(5):
+        s.apply(f"{PREFIX}/events", _b({"kind": "delivered", "order_id": "o1" if i == 4 else "o2"}), now=3.0 + i)
+    assert [e["seq"] for e in s.events] == [3, 4, 5] and s.events[-1]["concerns_station"]
+    assert not s.events[0]["concerns_station"]
+    assert [e["seq"] for e in s.events_after(4)] == [5]
+    assert s.apply(f"{PREFIX}/orders/o2", b"", retained=True) == [("order", "o2")] and "o2" not in s.orders
+
+
+def test_staleness_reasons_in_order():
+    v = {"link": "up", "seen_at": 100.0}
+    assert staleness(v, 105.0, 10.0, service_online=True, feed_connected=True) is None
+    assert staleness(v, 111.0, 10.0, service_online=True, feed_connected=True) == "no update for 11 s"
+    assert staleness({**v, "link": "down"}, 105.0, 10.0, service_online=True, feed_connected=True) == "link lost"
+    assert staleness(v, 105.0, 10.0, service_online=False, feed_connected=True) == "fleet service offline"
+    assert staleness(v, 105.0, 10.0, service_online=None, feed_connected=True) is None
+    assert "broker" in staleness(v, 105.0, 10.0, service_online=True, feed_connected=False)
+
+
+def test_normalise_reply_shapes():
+    ok = normalise_reply({"ok": True, "order_id": "o1", "state": "planned", "eta": 123.0})
+    assert ok["accepted"] and ok["order_id"] == "o1" and ok["eta"] == 123.0 and ok["reason"] is None
+    bad = normalise_reply({"ok": False, "error": {"code": "out_of_range", "message": "too heavy"}})
+    assert not bad["accepted"] and bad["reason"] == "too heavy" and bad["code"] == "out_of_range"
+    rej = normalise_reply({"order": {"order_id": "o2", "state": "rejected", "reason": "out of range"}})
+    assert not rej["accepted"] and rej["reason"] == "out of range" and rej["order_id"] == "o2"
+    acc = normalise_reply({"accepted": True, "order": {"order_id": "o3", "eta": 5}})
+    assert acc["accepted"] and acc["eta"] == 5
+    assert not normalise_reply(b"garbage")["accepted"]
+    assert not normalise_reply({"error": "nope"})["accepted"]
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("mqtt://broker:1884", ("broker", 1884, False)), ("mqtts://broker", ("broker", 8883, True)),
+    ("127.0.0.1", ("127.0.0.1", 1883, False)), ("mqtt://[::1]:1883", ("::1", 1883, False))])
+def test_parse_broker_url(url, expected):
+    assert parse_broker_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["http://x", "mqtt://:1883", "mqtt://h:99999", "mqtt://h:1/path"])
+def test_parse_broker_url_rejects(url):
+    with pytest.raises(UserError):
+        parse_broker_url(url)
+
+
+def test_parse_listen():
+    assert parse_listen("127.0.0.1:8080") == ("127.0.0.1", 8080)
+    assert parse_listen("[::1]:0") == ("::1", 0)
+    for bad in ("8080", ":80", "h:x", "h:70000"):
+        with pytest.raises(UserError):
+            parse_listen(bad)
+
+
+def test_hub_coalesces_per_vehicle(huadu):
+    s = _state(huadu)
+    hub = Hub(DashboardConfig(), s)
+    client = _Client(s.event_seq)
+    hub.clients.add(client)
+    depot = huadu.nodes["depot"]
+    for i in range(50):  # 50 messages for 2 vehicles between two pushes
+        for vid in ("V1", "V2"):
+            hub.mark(s.apply(f"{PREFIX}/vehicles/{vid}/telemetry",
+                             _b({"lat_deg": depot.lat_deg + i * 1e-4, "lon_deg": depot.lon_deg}), now=10.0 + i))
+    hub.mark(s.apply(f"{PREFIX}/events", _b({"kind": "link_lost", "vehicle_id": "V2"}), now=70.0))
+    push = hub.update(client, now=70.0)
+    assert set(push["vehicles"]) == {"V1", "V2"}
+    assert push["vehicles"]["V1"]["lat_deg"] == pytest.approx(depot.lat_deg + 49e-4)
+    assert [e["kind"] for e in push["events"]] == ["link_lost"]
+    again = hub.update(client, now=70.1)
+    assert "vehicles" not in again and "events" not in again
+
+
+def test_cli_rejects_bad_input(capsys):
+    assert cli.main(["dashboard", "--network", "huadu", "--station", "nowhere"]) == 2
+    assert "--station" in capsys.readouterr().err
+    assert cli.main(["dashboard", "--network", "huadu", "--broker", "http://x"]) == 2
+    assert cli.main(["dashboard", "--network", "huadu", "--password", "x"]) == 2
+    assert cli.main(["dashboard", "--network", "no-such-file.geojson"]) == 2
+    assert cli.main(["dashboard", "--network", "huadu", "--stale-after-s", "0"]) == 2
+    assert cli.main(["dashboard", "--network", "huadu", "--prefix", "a/#"]) == 2
+
+
+# --- integration over a real Mosquitto ----------------------------------------------------
+
+
+class SseReader:
+    """Reads the dashboard's event stream and keeps the merged view, as the page does."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.view: dict = {}
+        self.events: list[tuple[str, dict]] = []
+        self._cond = asyncio.Condition()
+
+    async def __aenter__(self) -> SseReader:
+        self.session = aiohttp.ClientSession()
+        self.resp = await self.session.get(self.url + "api/stream")
+        assert self.resp.status == 200 and self.resp.content_type == "text/event-stream"
+        self.task = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+        self.resp.close()
+        await self.session.close()
+
+    async def _read(self) -> None:
+        name, data = None, []
+        async for raw in self.resp.content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data.append(line[6:])
+            elif not line and name:
+                body = json.loads("\n".join(data))
+                async with self._cond:
+                    self._merge(name, body)
+                    self.events.append((name, body))
+                    self._cond.notify_all()
+                name, data = None, []
+
+    def _merge(self, name: str, body: dict) -> None:
+        if name == "snapshot":
+            self.view = body
+            return
+        if name != "update":
+            return
+        for key in ("vehicles", "orders"):
+            for k, v in body.get(key, {}).items():
+                if v is None:
+                    self.view[key].pop(k, None)
+                else:
+                    self.view[key][k] = v
+        for key in ("service", "feed"):
+            if key in body:
+                self.view[key] = body[key]
+        self.view["events"] = self.view.get("events", []) + body.get("events", [])
+
+    async def wait_for(self, predicate, timeout_s: float = 15.0):
+        async def _wait():
+            async with self._cond:
+                while True:
+                    if self.view:
+                        try:
+                            result = predicate(self.view)
+                        except (KeyError, TypeError):
+                            result = None
+                        if result:
+                            return result
+                    await self._cond.wait()
+        try:
+            return await asyncio.wait_for(_wait(), timeout_s)
+        except TimeoutError:
+            raise AssertionError(f"stream view never matched in {timeout_s} s; view keys "
+                                 f"{sorted(self.view)}; vehicles {list(self.view.get('vehicles', {}))}; "
+                                 f"service {self.view.get('service')}; feed {self.view.get('feed')}") from None
+
+
+@contextlib.asynccontextmanager
+async def running_dashboard(broker, network, **kw):
+    """``serve()`` on a free loopback port as station-S01 of fleet ``test``; yields its URL."""
+    kw.setdefault("username", "station-S01")
+    kw.setdefault("password", USERS[kw["username"]])
+    config = DashboardConfig(host=broker.host, port=broker.port, fleet=broker.fleet, listen_host="127.0.0.1",
+                             listen_port=0, reconnect_min_s=0.1, reconnect_max_s=0.5, **kw)
+    ready: asyncio.Future = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(config, network, ready=ready.set_result))
+    try:
+        done, _ = await asyncio.wait({task, ready}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()
+        yield await ready
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def post_order(url: str, body: dict) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url + "api/orders", json=body) as r:
+            return r.status, await r.json()
+
+
+@pytest.mark.mqtt
+async def test_retained_state_reaches_the_stream_and_live_updates_follow(mosquitto, huadu):
+    async with FakeFleet(mosquitto.host, mosquitto.port, mosquitto.fleet, huadu, n_vehicles=3,
+                         patrol=False) as fleet:
+        fleet.publish_all()
+        assert await fleet.link.flush()
+        # the dashboard starts after the fleet: it only has the broker's retained messages
+        async with running_dashboard(mosquitto, huadu, station="shiling") as url:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(url) as r:
+                    assert r.status == 200 and "droneops" in await r.text()
+                async with session.get(url + "static/dashboard.js") as r:
+                    assert r.status == 200
+                async with session.get(url + "api/network") as r:
+                    net = await r.json()
+                    assert len(net["nodes"]) == len(huadu.nodes) and net["pads"]
+            async with SseReader(url) as sse:
+                view = await sse.wait_for(lambda v: len(v["vehicles"]) == 3 and v["service"]["state"] == "online"
+                                          and v)
+                assert view["station"] == "shiling" and view["feed"]["connected"]
+                v1 = view["vehicles"]["V001"]
+                assert v1["link"] == "up" and v1["stale"] is None and "e_m" in v1
+                # live: move V001 north, the stream follows
+                d = fleet.drones["V001"]
+                d.lat_deg += 0.01
+                fleet.publish_all()
+                await sse.wait_for(lambda v: v["vehicles"]["V001"]["lat_deg"] == pytest.approx(d.lat_deg)
+                                   and v["vehicles"]["V001"].get("heading_deg") == pytest.approx(0, abs=1))
+                # link lost -> pushed as stale with the reason, with the event
+                fleet.set_link("V002", "down")
+                await sse.wait_for(lambda v: v["vehicles"]["V002"]["stale"] == "link lost")
+                await sse.wait_for(lambda v: any(e["kind"] == "link_lost" for e in v["events"]))
+                # the service goes away (clean shutdown publishes offline; the last will does the same)
+                await fleet.link.close()
+                await sse.wait_for(lambda v: v["service"]["state"] == "offline"
+                                   and v["vehicles"]["V001"]["stale"] == "fleet service offline")
+                status, body = await post_order(url, {"to": "P01", "payload_kg": 1.0})
+                assert status == 503 and body["code"] == "service_offline" and not body["accepted"]
+
+
+@pytest.mark.mqtt
+async def test_last_will_marks_service_offline(mosquitto, huadu):
+    async with running_dashboard(mosquitto, huadu) as url, SseReader(url) as sse:
+        fleet = FakeFleet(mosquitto.host, mosquitto.port, mosquitto.fleet, huadu, n_vehicles=1, patrol=False)
+        await fleet.__aenter__()
+        await sse.wait_for(lambda v: v["service"] and v["service"]["state"] == "online")
+        # cut the service's TCP connection without a DISCONNECT: the broker publishes the last will
+        fleet.link._closing = True  # and the link must not reconnect (it would say "online" again)
+        fleet.link._client._client.socket().shutdown(socket.SHUT_RDWR)
+        await sse.wait_for(lambda v: v["service"]["state"] == "offline"
+                           and v["service"].get("reason") == "connection lost", timeout_s=20)
+        await fleet.stop(clean=False)
+        await fleet.link.close()
+
+
+@pytest.mark.mqtt
+async def test_booking_is_a_v5_request_with_reply(mosquitto, huadu):
+    async with FakeFleet(mosquitto.host, mosquitto.port, mosquitto.fleet, huadu, n_vehicles=2, patrol=False) as fleet, \
+            Subscriber(mosquitto, "operator", f"{mosquitto.prefix}/cmd/order", f"{mosquitto.prefix}/reply/#") as spy, \
+            running_dashboard(mosquitto, huadu, station="shiling") as url, SseReader(url) as sse:
+        await sse.wait_for(lambda v: v["feed"]["connected"] and v["service"]["state"] == "online")
+        status, body = await post_order(url, {"to": "P05", "payload_kg": 1.2, "priority": 7, "order_id": "S1-test-1"})
+        assert status == 200, body
+        assert body["accepted"] and body["order_id"] == "S1-test-1" and body["eta"] > time.time() - 1
+        cmd = await spy.wait_for(lambda m: m.topic.value.endswith("/cmd/order"))
+        assert jpayload(cmd) == {"to": "P05", "payload_kg": 1.2, "priority": 7, "order_id": "S1-test-1"}
+        assert cmd.properties.ResponseTopic.startswith(f"{mosquitto.prefix}/reply/station-S01/")
+        reply = await spy.wait_for(lambda m: "/reply/" in m.topic.value)
+        assert reply.properties.CorrelationData == cmd.properties.CorrelationData
+        # the order and its route show up in the stream, inbound-flag computed for the station
+        order = await sse.wait_for(lambda v: v["orders"].get("S1-test-1"))
+        assert order["state"] == "in_flight" and order["route"][-1] == "P05" and len(order["route_pts"]) >= 2
+        # the service's rejection comes back with its reason
+        status, body = await post_order(url, {"to": "P05", "payload_kg": 9.0})
+        assert status == 200 and not body["accepted"] and body["code"] == "out_of_range"
+        assert "2.5" in body["reason"]
+        # input the dashboard can check itself never reaches MQTT
+        n_cmds = len(fleet.commands)
+        for bad in ({"to": "nowhere", "payload_kg": 1}, {"to": "P05"}, {"to": "P05", "payload_kg": -1},
+                    {"to": "P05", "payload_kg": 1, "extra": 1}):
+            status, body = await post_order(url, bad)
+            assert status == 400 and not body["accepted"] and body["reason"], bad
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url + "api/orders", data="to=P05&payload_kg=1",
+                                    headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
+                assert r.status == 415
+        assert len(fleet.commands) == n_cmds
+
+
+@pytest.mark.mqtt
+async def test_booking_without_a_service_reply_times_out(mosquitto, huadu):
+    async with running_dashboard(mosquitto, huadu, reply_timeout_s=0.5) as url, SseReader(url) as sse:
+        await sse.wait_for(lambda v: v["feed"]["connected"])
+        status, body = await post_order(url, {"to": "P05", "payload_kg": 1.0})
+        assert status == 504 and body["code"] == "no_reply" and body["order_id"]
+
+
+@pytest.mark.mqtt
+async def test_acl_denials_are_reported_not_lost(mosquitto, huadu):
+    # A station account pointed at another fleet's prefix: the ACL lets it read/write nothing there.
+    async with running_dashboard(mosquitto, huadu, prefix="droneops/v1/elsewhere", reply_timeout_s=2) as url, \
+            SseReader(url) as sse:
+        await sse.wait_for(lambda v: v["feed"]["connected"])
+        status, body = await post_order(url, {"to": "P05", "payload_kg": 1.0})
+        assert status == 403 and body["code"] == "not_authorized" and "ACL" in body["reason"]
+
+
+@pytest.mark.mqtt
+async def test_home_assistant_discovery_needs_the_acl(mosquitto, huadu):
+    async with FakeFleet(mosquitto.host, mosquitto.port, mosquitto.fleet, huadu, n_vehicles=1, patrol=False) as fleet:
+        fleet.publish_all()
+        await fleet.link.flush()
+        # the station account may not write homeassistant/#: reported on the page, nothing published
+        async with running_dashboard(mosquitto, huadu, ha_discovery=True) as url, SseReader(url) as sse:
+            feed = await sse.wait_for(lambda v: (v["feed"]["ha_discovery"] or "").startswith("refused") and v["feed"])
+            assert "homeassistant/#" in feed["ha_discovery"]
+        # an account the ACL allows (here the service account) publishes the configs, retained
+        async with Subscriber(mosquitto, "droneops-service", "homeassistant/#") as ha:
+            async with running_dashboard(mosquitto, huadu, ha_discovery=True, username="droneops-service"):
+                msg = await ha.wait_for(lambda m: m.topic.value.endswith("/battery/config"))
+                cfg = jpayload(msg)
+                assert cfg["state_topic"] == f"{mosquitto.prefix}/vehicles/V001/state"
