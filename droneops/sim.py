@@ -100,11 +100,15 @@ HOME_ALT_SCALE = 1e6
 
 DEFAULT_HOST = "127.0.0.1"
 MAV_TYPE_QUADROTOR = 2
+MAV_AUTOPILOT_PX4 = 12
+MAV_STATE_STANDBY = 3
+MAV_STATE_ACTIVE = 4
+MAV_STATE_CRITICAL = 5
 MAV_COMP_ID_AUTOPILOT1 = 1
 FORCE_DISARM_MAGIC = 21196           # ARM_DISARM param2 that forces (PX4 / MAVLink convention)
 MISSION_TOTAL_NONE = 65535           # MISSION_CURRENT.total before any upload (PX4)
-_SLOW_TELEMETRY_PERIOD_S = 1.0       # SYS_STATUS, BATTERY_STATUS, GPS, EXTENDED_SYS_STATE, ...
-_HOME_REPUBLISH_PERIOD_S = 5.0
+SLOW_TELEMETRY_HZ = 1.0              # SYS_STATUS, BATTERY_STATUS, GPS, EXTENDED_SYS_STATE, ... (sim time)
+MAX_WALL_RATE_HZ = 50.0              # cap on any loop/stream rate after scaling by the speed factor
 
 # MAVLink numbers used by the command / message handling
 CMD_NAV_RETURN_TO_LAUNCH = 20
@@ -117,6 +121,7 @@ CMD_COMPONENT_ARM_DISARM = 400
 _HANDLED_COMMANDS = frozenset({CMD_NAV_RETURN_TO_LAUNCH, CMD_NAV_LAND, CMD_NAV_TAKEOFF, CMD_DO_SET_MODE,
                                CMD_DO_REPOSITION, CMD_MISSION_START, CMD_COMPONENT_ARM_DISARM})
 MAV_MODE_FLAG_CUSTOM_MODE_ENABLED = 1
+MAV_MODE_FLAG_SAFETY_ARMED = 128
 MAV_SYS_STATUS_SENSOR_3D_GYRO = 0x01
 MAV_SYS_STATUS_SENSOR_3D_ACCEL = 0x02
 MAV_SYS_STATUS_SENSOR_3D_MAG = 0x04
@@ -194,7 +199,9 @@ class SimVehicle:
     ``lon_deg``) on ground ``ground_alt_m`` AMSL. ``speed_factor`` scales simulated time,
     ``wind`` is a :class:`droneops.energy.Wind`, ``payload_kg`` the mass carried at start,
     ``terrain(lat, lon) -> ground AMSL m`` where landings touch down (default flat).
-    ``tick_hz`` is the simulation loop rate and ``telemetry_hz`` the position rate (wall clock).
+    ``tick_hz`` is the simulation loop rate and ``telemetry_hz`` the position rate, both in
+    simulated time like PX4's streams: the wall-clock rates are multiplied by ``speed_factor``
+    (capped at :data:`MAX_WALL_RATE_HZ`). Armed, mode and landed-state changes are sent at once.
 
     Example::
 
@@ -220,8 +227,9 @@ class SimVehicle:
         self.system_id = system_id
         self.speed_factor = float(speed_factor)
         self.name = name or f"sim{system_id}"
-        self.tick_hz = tick_hz
-        self.telemetry_hz = telemetry_hz
+        self.tick_hz = min(tick_hz * self.speed_factor, MAX_WALL_RATE_HZ)          # wall clock
+        self.telemetry_hz = min(telemetry_hz * self.speed_factor, MAX_WALL_RATE_HZ, self.tick_hz)
+        self.slow_telemetry_hz = min(SLOW_TELEMETRY_HZ * self.speed_factor, MAX_WALL_RATE_HZ / 5)
         self.stats = SimStats()
         self._mavsdk: Mavsdk | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -236,6 +244,14 @@ class SimVehicle:
         self._stopping = False
 
     # --- public API -----------------------------------------------------------------------
+
+    @classmethod
+    def at_node(cls, profile: VehicleProfile, network, node_id: str, **kwargs) -> SimVehicle:
+        """A vehicle standing on node ``node_id`` of ``network`` (terrain from the network's nodes)."""
+        node = network.node(node_id)
+        kwargs.setdefault("terrain", network_terrain(network))
+        kwargs.setdefault("name", node_id)
+        return cls(profile, node.lat_deg, node.lon_deg, node.ground_alt_m, **kwargs)
 
     @property
     def url(self) -> str:
@@ -311,6 +327,14 @@ class SimVehicle:
             raise UserError(f"battery drain factor must be >= 0, got {factor}")
         self.model.set_faults(battery_drain_factor=float(factor))
 
+    def set_battery_remaining_pct(self, pct: float) -> None:
+        """Set the pack's state of charge, % of capacity (e.g. to test low-battery arming)."""
+        if not (math.isfinite(pct) and 0 <= pct <= 100):
+            raise UserError(f"battery charge must be 0..100 %, got {pct}")
+        battery = self.model.battery
+        battery.remaining_wh = battery.capacity_wh * pct / 100.0
+        self._publish_all(force=True)
+
     def set_refuse_arming(self, refuse: bool = True) -> None:
         """Refuse every arming request (a failing pre-flight check)."""
         self.model.set_faults(refuse_arming=bool(refuse))
@@ -337,7 +361,8 @@ class SimVehicle:
         last = time.monotonic()
         next_tick = last + period
         next_position = last
-        next_slow = last + _SLOW_TELEMETRY_PERIOD_S
+        slow_period = 1.0 / self.slow_telemetry_hz
+        next_slow = last + slow_period
         while True:
             now = time.monotonic()
             delay = next_tick - now
@@ -362,7 +387,7 @@ class SimVehicle:
                     next_position = max(next_position + position_period, now)
                 if now >= next_slow:
                     self._publish_slow()
-                    next_slow = max(next_slow + _SLOW_TELEMETRY_PERIOD_S, now)
+                    next_slow = max(next_slow + slow_period, now)
             except Exception:   # keep flying on a publishing error, but say so
                 log.exception("%s: simulation step failed", self.name)
 
@@ -424,6 +449,8 @@ class SimVehicle:
             self._action.set_armed_state(m.armed)
         if "mode" in changed:
             self._action.set_flight_mode_internal(ServerFlightMode(int(m.mode)))
+        if changed & {"armed", "mode"} and not force:
+            self._send_heartbeat()   # MAVSDK's own comes at 1 Hz wall: too late at high speed
         if "landed" in changed:
             self._telemetry.publish_extended_sys_state(VtolState.MC, _SERVER_LANDED[m.landed])
         if "home" in changed:
@@ -436,10 +463,19 @@ class SimVehicle:
             self._publish_position()
             self._publish_slow()
 
+    def _send_heartbeat(self) -> None:
+        """A HEARTBEAT like the ActionServer's (same base/custom mode), sent now."""
+        m = self.model
+        base = MAV_MODE_FLAG_CUSTOM_MODE_ENABLED | (MAV_MODE_FLAG_SAFETY_ARMED if m.armed else 0)
+        sub = {v: k for k, v in _PX4_AUTO_SUB.items()}.get(m.mode, 0)
+        custom = (_PX4_MAIN_AUTO << 16) | (sub << 24) if sub else 0
+        self._send("HEARTBEAT", {"type": MAV_TYPE_QUADROTOR, "autopilot": MAV_AUTOPILOT_PX4, "base_mode": base,
+                                 "custom_mode": custom, "system_status": self._system_status(),
+                                 "mavlink_version": 3})
+
     def _publish_home(self) -> None:
         home = self.model.home
         self._telemetry.publish_home(Position(home.lat_deg, home.lon_deg, home.alt_m * HOME_ALT_SCALE, 0.0))
-        self._home_published_at = time.monotonic()
 
     def _publish_slow(self) -> None:
         """The 1 Hz messages: SYS_STATUS, BATTERY_STATUS, GPS_RAW_INT, EXTENDED_SYS_STATE, ..."""
@@ -458,8 +494,9 @@ class SimVehicle:
                    0.5, 0.8, 0.2, 1.0, math.nan), GpsInfo(sats, fix))
         self._telemetry.publish_extended_sys_state(VtolState.MC, _SERVER_LANDED[m.landed])
         self._send_mission_current()
-        if time.monotonic() - getattr(self, "_home_published_at", 0.0) > _HOME_REPUBLISH_PERIOD_S:
-            self._publish_home()
+        if self.speed_factor > 1:
+            self._send_heartbeat()   # PX4 at speed factor N heartbeats N times a wall second
+        self._publish_home()         # PX4 streams HOME_POSITION to a GCS too
 
     def _send_sys_status(self) -> None:
         m = self.model
@@ -708,6 +745,14 @@ class SimVehicle:
                 f["frame"] = frame   # answer the download with PX4's frame numbers
                 self._resend(msg, f)
                 return 0
+            if name == b"HEARTBEAT":
+                f = json.loads(msg.fields_json)
+                if int(f.get("autopilot", 0)) == MAV_AUTOPILOT_PX4:
+                    return 1        # already ours
+                f["autopilot"] = MAV_AUTOPILOT_PX4
+                f["system_status"] = self._system_status()
+                self._resend(msg, f)
+                return 0
             if name == b"MISSION_CURRENT":
                 f = json.loads(msg.fields_json)
                 return 0 if int(f.get("mission_state") or 0) == 0 else 1   # the plugin's: replaced
@@ -726,11 +771,88 @@ class SimVehicle:
             log.exception("%s: outgoing interception failed", self.name)
             return 1
 
+    def _system_status(self) -> int:
+        m = self.model
+        if m.failsafe:
+            return MAV_STATE_CRITICAL
+        return MAV_STATE_ACTIVE if m.armed and m.in_air else MAV_STATE_STANDBY
+
     def _resend(self, msg, fields: dict) -> None:
         fields.pop("message_id", None)
         fields.pop("message_name", None)
         self._direct.send_message(MavlinkMessage(msg.message_name.decode(), 0, 0, msg.target_system_id,
                                                  msg.target_component_id, json.dumps(fields)))
+
+
+def network_terrain(network) -> Callable[[float, float], float]:
+    """``terrain(lat, lon)``: ground altitude AMSL (m) of the nearest node of ``network``.
+
+    Landings happen at nodes, so this is where a simulated vehicle touches down (between
+    nodes it is only a rough guess, used when a LAND or RTL ends away from any node).
+    """
+    nodes = [(n.lat_deg, n.lon_deg, n.ground_alt_m) for n in network.nodes.values()]
+    if not nodes:
+        raise UserError("the network has no nodes")
+
+    def terrain(lat_deg: float, lon_deg: float) -> float:
+        k = math.cos(math.radians(lat_deg)) ** 2
+        return min(nodes, key=lambda n: (n[0] - lat_deg) ** 2 + k * (n[1] - lon_deg) ** 2)[2]
+
+    return terrain
+
+
+class SimFleet:
+    """Many simulated vehicles in one process; an async context manager.
+
+    Vehicle ``i`` (0-based) has system id ``first_system_id + i``, sends to ``base_port + i``
+    and spawns at ``at[i % len(at)]`` (node ids of ``network``; default: every depot and
+    station). Remaining keyword arguments go to each :class:`SimVehicle` (``speed_factor``,
+    ``wind``, ``config``, ``payload_kg``, ...).
+    """
+
+    def __init__(self, profile: VehicleProfile, network, count: int, *, at: Sequence[str] | None = None,
+                 base_port: int = 14540, first_system_id: int = 1, host: str = DEFAULT_HOST, **vehicle_kwargs) -> None:
+        if count < 1:
+            raise UserError(f"need at least one vehicle, got {count}")
+        if first_system_id < 1 or first_system_id + count - 1 > 254:
+            raise UserError(f"system ids {first_system_id}..{first_system_id + count - 1} do not fit in 1..254")
+        if not 1 <= base_port <= 65535 - count + 1:
+            raise UserError(f"ports {base_port}..{base_port + count - 1} are not valid UDP ports")
+        nodes = list(at) if at else [n.id for n in network.nodes.values() if n.kind in ("depot", "station")]
+        if not nodes:
+            raise UserError("no spawn nodes: the network has no depot or station; pass node ids with --at")
+        for node_id in nodes:
+            network.node(node_id)   # UserError naming the unknown node
+        terrain = network_terrain(network)
+        self.network = network
+        self.home_nodes = [nodes[i % len(nodes)] for i in range(count)]
+        self.vehicles = [SimVehicle.at_node(profile, network, node_id, port=base_port + i, system_id=first_system_id + i,
+                                            name=f"v{i + 1}", host=host, terrain=terrain, **vehicle_kwargs)
+                         for i, node_id in enumerate(self.home_nodes)]
+
+    def table(self) -> list[dict]:
+        """One row per vehicle: ``vehicle``, ``sysid``, ``url`` (for clients), ``home`` node id."""
+        return [{"vehicle": v.name, "sysid": v.system_id, "url": v.url, "home": node}
+                for v, node in zip(self.vehicles, self.home_nodes)]
+
+    async def start(self) -> None:
+        for vehicle in self.vehicles:
+            await vehicle.start()
+
+    async def stop(self) -> None:
+        for vehicle in self.vehicles:
+            await vehicle.stop()
+
+    async def __aenter__(self) -> SimFleet:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
 
 
 def _item_from_fields(f: dict) -> SimItem:

@@ -94,8 +94,8 @@ FENCE_COMMANDS = frozenset({CMD_FENCE_POLYGON_VERTEX_INCLUSION, CMD_FENCE_POLYGO
 
 # MAV_MISSION_RESULT (MISSION_ACK.type)
 MISSION_ACCEPTED = 0
-MISSION_UNSUPPORTED_FRAME = 3
-MISSION_UNSUPPORTED = 4
+MISSION_UNSUPPORTED_FRAME = 2
+MISSION_UNSUPPORTED = 3
 
 # MAV_RESULT (COMMAND_ACK.result)
 RESULT_ACCEPTED = 0
@@ -460,6 +460,7 @@ class VehicleModel:
         self.armed = False
         self.mode = FlightMode.HOLD
         self.landed = LandedState.ON_GROUND
+        self.failsafe = False      # a failsafe took over (geofence, emergency battery)
         self.home = Home(lat_deg, lon_deg, ground_alt_m)
         self.battery = Battery(profile.battery_capacity_wh, profile.battery_capacity_wh)
         self.payload_kg = payload_kg
@@ -573,6 +574,12 @@ class VehicleModel:
     def request_mode(self, mode: FlightMode) -> CommandResult:
         """Switch flight mode. A refused switch is still ACCEPTED on the link, like PX4 (the
         status text says why and the reported mode does not change)."""
+        result = self._switch_mode(mode)
+        if result.ok and self.mode == mode:
+            self.failsafe = False      # the operator took over
+        return result
+
+    def _switch_mode(self, mode: FlightMode) -> CommandResult:
         if mode == self.mode and mode != FlightMode.MISSION:
             return ACCEPTED
         if mode == FlightMode.MISSION:
@@ -718,6 +725,7 @@ class VehicleModel:
 
     def _disarm(self, text: str) -> None:
         self.armed = False
+        self.failsafe = False
         self.vel_e = self.vel_n = self.vel_u = 0.0
         self.battery.current_a = 0.0
         self.power_w = 0.0
@@ -823,6 +831,7 @@ class VehicleModel:
         if self.battery_pct < self.config.emergency_land_pct and self.landed in (
                 LandedState.IN_AIR, LandedState.TAKING_OFF) and self.mode != FlightMode.LAND:
             self._text(SEVERITY_CRITICAL, "Emergency battery level! Landing")
+            self.failsafe = True
             self.mode = FlightMode.LAND
             self._start_land_here()
 
@@ -960,6 +969,7 @@ class VehicleModel:
         if self.mode != FlightMode.HOLD:
             self._text(SEVERITY_CRITICAL, "Geofence: approaching or outside geofence")
             self._text(SEVERITY_CRITICAL, "Failsafe activated")
+            self.failsafe = True
             self.mode = FlightMode.HOLD
             self._hold_target = (self.east_m, self.north_m, self.alt_m)
             self._rtl_phase = ""
@@ -975,8 +985,8 @@ class VehicleModel:
         ground = self._landing_ground_m
         self.landed = LandedState.LANDING
         agl = self.alt_m - ground
-        slow_agl = self.profile.landing_agl_m if self.profile.landing_agl_m > 0 else self.config.land_slow_agl_m
-        slow = self.profile.landing_speed_mps if self.profile.landing_speed_mps > 0 else self.config.land_slow_speed_mps
+        slow_agl = self.config.land_slow_agl_m      # PX4's landing, whatever airframe it flies
+        slow = self.config.land_slow_speed_mps
         fast = min(self.config.land_descent_speed_mps, self.profile.descent_speed_mps)
         rate = slow if agl <= slow_agl + 1e-6 else fast
         self.vel_e = self.vel_n = 0.0
