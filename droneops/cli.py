@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"droneops {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_energy, _add_network, _add_plan, _add_mission, _add_fly, _add_dashboard):
+    for add in (_add_energy, _add_network, _add_plan, _add_mission, _add_fly, _add_dashboard, _add_sim):
         add(sub)
     return parser
 
@@ -314,7 +314,91 @@ def _format_network_summary(s: dict) -> str:
 
 
 def _add_plan(sub: argparse._SubParsersAction) -> None:
-    pass
+    p = sub.add_parser(
+        "plan", help="plan an energy-safe delivery (exact optimum, battery stops included)",
+        description=(
+            "Plan a delivery: take off at a depot or station (--from), fly the corridors to the "
+            "destination (--to) with the payload, drop it (the vehicle's delivery_method: gripper "
+            "hover or landing), and return to a node that can swap or charge batteries (or the one "
+            "given by --return-to). Landings between legs happen only at swap/charge nodes; every "
+            "leg ends with at least the vehicle's reserve. The plan is the exact optimum for the "
+            "objective (total time including stops, or total flight energy). Exit status: 0 "
+            "feasible, 3 infeasible (the reason, the best partial plan and the energy shortfall "
+            "are printed), 2 bad input."
+        ),
+        epilog=(
+            "examples:\n"
+            "  droneops plan --network missions/huadu.geojson --vehicle quad7 --from depot --to P01\n"
+            "  droneops plan --network huadu --vehicle quad7 --from depot --to P17 --payload-kg 2 "
+            "--wind 8@270 --map route.png\n"
+            "  droneops plan --network yunnan --vehicle m100 --from depot --to P05 --objective energy "
+            "--return-to depot --json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--network", required=True, metavar="FILE",
+                   help="network GeoJSON file, or a shipped network name (huadu, yunnan)")
+    p.add_argument("--vehicle", required=True, metavar="NAME_OR_FILE",
+                   help="vehicle profile: shipped name (quad7, m100) or a .toml file")
+    p.add_argument("--from", dest="origin", required=True, metavar="ID",
+                   help="take-off node id (a depot or station)")
+    p.add_argument("--to", dest="destination", required=True, metavar="ID",
+                   help="destination node id (a pad; a station means a hand-over shuttle)")
+    p.add_argument("--payload-kg", type=float, default=0.0, metavar="KG",
+                   help="payload carried to the destination, kg (default: %(default)s)")
+    p.add_argument("--battery-pct", type=float, default=100.0, metavar="P",
+                   help="battery charge at take-off, %% of the nominal capacity (default: %(default)s)")
+    p.add_argument("--wind", default="0", metavar="S@D",
+                   help="steady wind SPEED_MPS@FROM_DEG, meteorological (direction it blows FROM, "
+                        "degrees clockwise from north): 6@90 is 6 m/s from the east (default: calm)")
+    p.add_argument("--return-to", default="any", metavar="ID|any",
+                   help="where the trip ends: 'any' node that can swap/charge (default), 'origin', "
+                        "or a depot/station id")
+    p.add_argument("--objective", choices=("time", "energy"), default="time",
+                   help="minimise total duration incl. stops (time, default) or flight energy")
+    p.add_argument("--json", action="store_true",
+                   help="print exactly one JSON object (the plan) on stdout, also when infeasible")
+    p.add_argument("--map", metavar="FILE.png|svg",
+                   help="also draw the network and the route to this PNG or SVG file")
+    p.set_defaults(handler=_cmd_plan)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    import json
+    import math
+
+    from droneops.energy import Wind
+    from droneops.network import load_network
+    from droneops.planner import plan_delivery
+    from droneops.render import check_map_path, draw_plan_map, plan_summary, plan_table
+    from droneops.vehicle import load_vehicle
+
+    if args.map:
+        check_map_path(args.map)
+    for option, value in (("--payload-kg", args.payload_kg), ("--battery-pct", args.battery_pct)):
+        if not math.isfinite(value):
+            raise UserError(f"{option} must be a finite number, got {value}")
+    profile = load_vehicle(args.vehicle)
+    wind = Wind.parse(args.wind)
+    network = load_network(args.network)
+    plan = plan_delivery(network, profile, args.origin, args.destination, payload_kg=args.payload_kg,
+                         battery_pct=args.battery_pct, wind=wind, return_to=args.return_to,
+                         objective=args.objective)
+    if args.map:
+        draw_plan_map(network, plan, args.map)
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=2))
+    else:
+        print(plan_summary(plan))
+        if not plan.feasible:
+            print(f"infeasible: {plan.reason}")
+            if plan.legs:
+                print("best partial plan:")
+        if plan.legs:
+            print(plan_table(plan, profile.battery_capacity_wh))
+        if args.map:
+            print(f"map written to {args.map}")
+    return EXIT_OK if plan.feasible else EXIT_INFEASIBLE
 
 
 # --- mission ------------------------------------------------------------------------------
@@ -701,6 +785,153 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         raise UserError(f"--station {config.station!r} is not a node of {args.network}")
     config.tls_context()  # bad TLS files fail here, as a UserError
     return run_dashboard(config, network)
+
+
+# --- sim ----------------------------------------------------------------------------------
+
+
+def _add_sim(sub: argparse._SubParsersAction) -> None:
+    import textwrap
+
+    p = sub.add_parser(
+        "sim",
+        help="run simulated PX4-like vehicles on MAVLink (for machines without PX4)",
+        description=textwrap.fill(
+            "Run one or more simulated multirotors that a ground station (droneops fly, QGroundControl, "
+            "any MAVSDK client) talks to over real MAVLink, like PX4 SITL: missions, geofence and rally "
+            "uploads, arming checks, Mission/Hold/Return/Land modes, PX4's landing and auto-disarm, and a "
+            "battery drained by the droneops energy model (reset to 100 %% ~5 s after disarm, PX4 SITL's "
+            "battery swap). Vehicle i (1-based) has MAVLink system id i and sends to udp port "
+            "BASE_PORT+i-1 on 127.0.0.1: connect with udpin://127.0.0.1:PORT. Vehicles stand at the "
+            "listed network nodes (round-robin), by default at every depot and station. Prints a "
+            "table of vehicles on stdout, then runs until Ctrl-C (or --duration-s) and shuts down "
+            "cleanly. Simulated time can run faster than the wall clock (--speed-factor).", width=90
+        ).replace("%%", "%"),
+        epilog=(
+            "examples:\n"
+            "  droneops sim --network huadu                       # one vehicle at the depot, port 14540\n"
+            "  droneops sim --network yunnan --at depot --port 14540 --speed-factor 10\n"
+            "  droneops sim --network huadu --vehicles 20 --vehicle quad7 --wind 6@90\n"
+            "  droneops sim --network huadu --refuse-arming      # test a ground station's error path\n"
+            "  droneops sim --network huadu --link-loss 30+10    # no link from t=30 s to t=40 s"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--network", required=True, metavar="FILE",
+                   help="village network GeoJSON, or a shipped name (huadu, yunnan)")
+    p.add_argument("--vehicles", type=int, default=1, metavar="N", help="number of vehicles (default 1)")
+    p.add_argument("--at", default=None, metavar="ID[,ID...]",
+                   help="node ids to spawn at, round-robin (default: every depot and station)")
+    p.add_argument("--base-port", "--port", dest="base_port", type=int, default=14540, metavar="PORT",
+                   help="UDP port of vehicle 1; vehicle i uses PORT+i-1 (default 14540, like PX4 SITL)")
+    p.add_argument("--vehicle", default="quad7", metavar="NAME",
+                   help="vehicle profile name (quad7, m100) or path to a .toml (default quad7)")
+    p.add_argument("--speed-factor", type=float, default=1.0, metavar="F",
+                   help="simulated seconds per wall-clock second (default 1; e.g. 10 for tests)")
+    p.add_argument("--wind", default="calm", metavar="S@D",
+                   help="steady wind, m/s @ degrees it blows FROM (e.g. 6@90); changes the airspeed and "
+                        "so the battery drain, not the ground track (default calm)")
+    p.add_argument("--payload-kg", type=float, default=0.0, metavar="KG",
+                   help="payload each vehicle carries at start, kg; a DO_GRIPPER release drops it (default 0)")
+    p.add_argument("--no-battery-reset", action="store_true",
+                   help="keep the battery state after disarm (default: back to 100 %% ~5 s after disarm)")
+    faults = p.add_argument_group("fault injection (all vehicles)")
+    faults.add_argument("--refuse-arming", action="store_true", help="refuse every arming request")
+    faults.add_argument("--battery-drain-factor", type=float, default=1.0, metavar="F",
+                        help="multiply the battery drain by F (default 1)")
+    faults.add_argument("--link-loss", default=None, metavar="START+DURATION",
+                        help="cut the MAVLink link (nothing in or out) DURATION wall-clock seconds, "
+                             "starting START seconds after the start, e.g. 30+10")
+    p.add_argument("--duration-s", type=float, default=None, metavar="S",
+                   help="stop after S wall-clock seconds (default: run until Ctrl-C)")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print MAVSDK's own log on stderr")
+    p.set_defaults(handler=_cmd_sim)
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    import asyncio
+    import math
+    import signal
+
+    from droneops.energy import Wind
+    from droneops.network import load_network
+    from droneops.sim import SimFleet
+    from droneops.simcore import SimConfig
+    from droneops.vehicle import load_vehicle
+
+    if not 1 <= args.vehicles <= 254:
+        raise UserError(f"--vehicles must be 1..254, got {args.vehicles}")
+    if not (math.isfinite(args.speed_factor) and args.speed_factor > 0):
+        raise UserError(f"--speed-factor must be > 0, got {args.speed_factor}")
+    if not (math.isfinite(args.payload_kg) and args.payload_kg >= 0):
+        raise UserError(f"--payload-kg must be >= 0, got {args.payload_kg}")
+    if not (math.isfinite(args.battery_drain_factor) and args.battery_drain_factor >= 0):
+        raise UserError(f"--battery-drain-factor must be >= 0, got {args.battery_drain_factor}")
+    if args.duration_s is not None and not args.duration_s > 0:
+        raise UserError("--duration-s must be > 0")
+    link_loss = None
+    if args.link_loss:
+        try:
+            start_s, length_s = (float(v) for v in args.link_loss.split("+"))
+        except ValueError:
+            raise UserError(f"--link-loss wants START+DURATION in seconds, e.g. 30+10; got {args.link_loss!r}") from None
+        if start_s < 0 or length_s <= 0:
+            raise UserError("--link-loss: START must be >= 0 and DURATION > 0 s")
+        link_loss = (start_s, length_s)
+    network = load_network(args.network)
+    profile = load_vehicle(args.vehicle)
+    if args.payload_kg > profile.max_payload_kg:
+        raise UserError(f"--payload-kg {args.payload_kg:g} exceeds {profile.name}'s max payload "
+                        f"{profile.max_payload_kg:g} kg")
+    at = [a.strip() for a in args.at.split(",") if a.strip()] if args.at else None
+    fleet = SimFleet(profile, network, args.vehicles, at=at, base_port=args.base_port,
+                     speed_factor=args.speed_factor, wind=Wind.parse(args.wind), payload_kg=args.payload_kg,
+                     config=SimConfig(reset_on_disarm=not args.no_battery_reset))
+    if not args.verbose:
+        from mavsdk.logging import log_subscribe
+
+        log_subscribe(lambda *_: True)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):   # not the main thread / platform
+                pass
+        async with fleet:
+            for vehicle in fleet.vehicles:
+                vehicle.set_refuse_arming(args.refuse_arming)
+                vehicle.set_battery_drain_factor(args.battery_drain_factor)
+            rows = fleet.table()
+            header = {k: k for k in rows[0]}
+            widths = [max(len(str(r[k])) for r in [header, *rows]) for k in header]
+            print("  ".join(k.ljust(w) for k, w in zip(rows[0], widths)))
+            for r in rows:
+                print("  ".join(str(v).ljust(w) for v, w in zip(r.values(), widths)))
+            sys.stdout.flush()
+            print(f"droneops sim: {len(rows)} {profile.name} vehicle(s) on {network.name or args.network}, "
+                  f"speed factor {args.speed_factor:g}; Ctrl-C stops", file=sys.stderr)
+            started = loop.time()
+            link_cut = False
+            while not stop.is_set():
+                elapsed = loop.time() - started
+                if args.duration_s is not None and elapsed >= args.duration_s:
+                    break
+                if link_loss and not link_cut and elapsed >= link_loss[0]:
+                    link_cut = True
+                    print(f"droneops sim: link loss for {link_loss[1]:g} s", file=sys.stderr)
+                    for vehicle in fleet.vehicles:
+                        vehicle.inject_link_loss(link_loss[1])
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.2)
+        print("droneops sim: stopped", file=sys.stderr)
+
+    import contextlib
+
+    asyncio.run(run())
+    return EXIT_OK
 
 
 # --- entry point --------------------------------------------------------------------------

@@ -274,7 +274,6 @@ class SimVehicle:
         config.system_id = self.system_id
         _lib.mavsdk_configuration_set_mav_type(config._handle, MAV_TYPE_QUADROTOR)
         self._mavsdk = Mavsdk(config)
-        self._subscribe_intercepts()
         server = await self._mavsdk.server_component()
         self._action = ActionServer(server)
         self._telemetry = TelemetryServer(server)
@@ -291,6 +290,7 @@ class SimVehicle:
         self._mission.subscribe_clear_all(lambda mission_type, _ud: self._call_soon(self._on_clear_all, mission_type))
         self._params.subscribe_changed_param_float(lambda p, _ud: self._call_soon(self._on_param, p.name, p.value))
         self._params.subscribe_changed_param_int(lambda p, _ud: self._call_soon(self._on_param, p.name, p.value))
+        self._subscribe_intercepts()   # before the link exists: every message passes through them
         await self._mavsdk.add_any_connection(f"udpout://{self.host}:{self.port}")
         self._publish_all(force=True)
         self._tasks.append(asyncio.create_task(self._run(), name=f"{self.name}-loop"))
