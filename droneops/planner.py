@@ -126,8 +126,10 @@ class Plan:
 #   of the ground idle.
 # * A directed edge u->v is flown at ``min(cruise_agl_m, corridor max_alt_agl_m)`` above the
 #   corridor's highest ground: change height from ground(u)+agl to that cruise altitude,
-#   fly the segments at cruise ground speed in the wind (``segment_energy``), change height to
-#   ground(v)+agl. Passing over a node without landing costs nothing extra.
+#   fly the segments at cruise ground speed in the wind (``segment_energy``; where that would
+#   need more than ``max_speed_mps`` of airspeed the vehicle flies at max airspeed and makes
+#   less ground speed, see :func:`cruise_ground_speed`), change height to ground(v)+agl.
+#   Passing over a node without landing costs nothing extra.
 # * The payload is on board until the destination. There the leg ends with the drop:
 #   "land" = descent and landing with the payload; "gripper" = descent from cruise height to
 #   ``delivery_agl_m`` with the payload and the ``delivery_hover_s`` hover with the payload.
@@ -403,7 +405,10 @@ class Planner:
         p, topo = self.profile, self.topology
         agl = float(p.cruise_agl_m)
         # cruise segments
-        seg_wh, seg_s = segment_energy(p, payload_kg, topo.seg_length_m, topo.seg_track_deg, wind)
+        speed, flyable = cruise_ground_speed(p, topo.seg_track_deg, wind)
+        seg_wh, seg_s = segment_energy(p, payload_kg, topo.seg_length_m, topo.seg_track_deg, wind,
+                                       ground_speed_mps=np.where(flyable, speed, p.cruise_speed_mps))
+        seg_wh = np.where(flyable, seg_wh, math.inf)
         if len(topo.edges):
             cruise_wh = np.add.reduceat(np.asarray(seg_wh, dtype=float), topo.seg_start)
             cruise_s = np.add.reduceat(np.asarray(seg_s, dtype=float), topo.seg_start)
@@ -992,6 +997,29 @@ class Planner:
         return_to = None if q.return_spec == RETURN_ANY else q.return_spec
         return Plan(False, reason, topo.ids[q.origin], topo.ids[d], return_to,
                     q.payload_kg, q.objective, tuple(legs), tuple(stops), shortfall)
+
+
+def cruise_ground_speed(profile: VehicleProfile, track_deg: np.ndarray, wind: Wind
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Ground speed (m/s) flown on each course, and whether the course can be flown at all.
+
+    The vehicle holds ``cruise_speed_mps`` over the ground unless that needs an airspeed above
+    ``max_speed_mps`` (a strong headwind): then it flies at ``max_speed_mps`` through the air
+    and makes good ``w_along + sqrt(max_speed^2 - w_cross^2)`` (wind triangle; ``w_along`` the
+    tailwind and ``w_cross`` the crosswind component). A course whose crosswind alone needs
+    more than ``max_speed_mps``, or that would make no headway, cannot be flown.
+    """
+    east, north = wind.velocity_en_mps
+    track = np.radians(np.asarray(track_deg, dtype=float))
+    ux, uy = np.sin(track), np.cos(track)
+    w_along = east * ux + north * uy
+    w_cross = north * ux - east * uy
+    cruise, vmax = float(profile.cruise_speed_mps), float(profile.max_speed_mps)
+    needed = np.hypot(cruise - w_along, w_cross)
+    limited = w_along + np.sqrt(np.maximum(vmax**2 - w_cross**2, 0.0))
+    speed = np.where(needed > vmax, limited, cruise)
+    flyable = (np.abs(w_cross) < vmax) & (speed > 0)
+    return np.where(flyable, speed, 0.0), flyable
 
 
 def _finite_number(value) -> bool:

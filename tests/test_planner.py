@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from droneops.energy import Wind, hover_power_w, segment_energy, speed_change_energy, vertical_energy
+from droneops.energy import Wind, airspeed_mps, hover_power_w, segment_energy, speed_change_energy, vertical_energy
 from droneops.errors import UserError
 from droneops.network import load_network, parse_network
 from droneops.planner import Plan, Planner, plan_delivery
@@ -123,6 +123,21 @@ def _vert(profile, payload, dh, wind):
     return float(e), float(t)
 
 
+def ground_speed(profile, track_deg, wind):
+    """Cruise ground speed, or less when that would need more than max_speed_mps of airspeed."""
+    v = profile.cruise_speed_mps
+    if float(airspeed_mps(v, track_deg, wind)) <= profile.max_speed_mps:
+        return v
+    lo, hi = 0.0, v        # bisection on the ground speed that needs exactly max airspeed
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if float(airspeed_mps(mid, track_deg, wind)) > profile.max_speed_mps:
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
 def leg_cost(net, profile, path, payload, wind, start, end):
     """(Wh, s) of one leg along ``path``: start 'ground'|'resume', end 'land'|'drop'.
 
@@ -150,7 +165,8 @@ def leg_cost(net, profile, path, payload, wind, start, end):
             e, t = _vert(p, payload, dh, wind)
             wh, s = wh + e, s + t
         for length, track in zip(edge.seg_length_m, edge.seg_track_deg):
-            e, t = segment_energy(p, payload, float(length), float(track), wind)
+            e, t = segment_energy(p, payload, float(length), float(track), wind,
+                                  ground_speed_mps=ground_speed(p, float(track), wind))
             wh, s = wh + float(e), s + float(t)
         e, t = _vert(p, payload, net.nodes[v].ground_alt_m + agl - cruise, wind)
         wh, s = wh + e, s + t
@@ -430,7 +446,7 @@ def test_destination_station_ends_the_trip_with_handover():
 
 def test_wind_changes_cost_in_the_expected_direction():
     net = line_network(spacing_m=3000.0)   # P is due east of D
-    profile = make_profile(battery_capacity_wh=300.0)
+    profile = make_profile(battery_capacity_wh=300.0, max_speed_mps=25.0)   # cruise speed always held
     planner = Planner(net, profile)
     calm = planner.plan("D", "P", 2.0, return_to="D", objective="energy")
     head_out = planner.plan("D", "P", 2.0, wind=Wind(8.0, 90.0), return_to="D", objective="energy")
@@ -585,3 +601,15 @@ def test_random_requests_match_brute_force(seed, payload, method, objective, cap
         assert plan.feasible == (not math.isinf(expected))
         if plan.feasible:
             assert plan_cost(plan, objective) == pytest.approx(expected, rel=1e-9)
+
+
+def test_strong_headwind_slows_the_ground_speed():
+    """Cruise speed needs more airspeed than max_speed_mps in a strong headwind: the leg is slower."""
+    net = line_network(spacing_m=3000.0)   # D -> P due east
+    profile = make_profile(battery_capacity_wh=400.0, cruise_speed_mps=15.0, max_speed_mps=18.0)
+    planner = Planner(net, profile)
+    calm = planner.plan("D", "P", 1.0, return_to="D")
+    windy = planner.plan("D", "P", 1.0, wind=Wind(10.0, 90.0), return_to="D")   # from the east
+    assert windy.legs[0].duration_s > calm.legs[0].duration_s + 60
+    # the way back has a tailwind: at least as fast as calm air
+    assert windy.legs[1].duration_s == pytest.approx(calm.legs[1].duration_s)
