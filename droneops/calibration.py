@@ -18,14 +18,17 @@ cross-validated MAPE, worst flight, per-flight table). ``--telemetry`` also re-d
 kinematic and power figures baked into ``missions/vehicles/m100.toml`` from the time series,
 ``--write-profile FILE`` writes the fitted values into a profile TOML (comments kept).
 
-Fitting happens in two stages, both scipy least squares on relative errors:
+Fitting, all scipy least squares on relative errors:
 
+0. (``--telemetry``) the shape of the power curve, ``CURVE_KEPT``, on the steady-regime mean
+   powers of the time series (hover, climb, descent, landing, level flight at each speed);
 1. kinematics on the measured flight durations (``motor_on_s``): ``KINEMATIC_PARAMS``;
-2. power on the measured flight energies (``motor_on_energy_wh``): ``ENERGY_PARAMS``.
+2. power on the measured flight energies (``motor_on_energy_wh``, the target):
+   ``ENERGY_PARAMS``.
 
-Everything else in the profile is a specification (mass, rotors, battery) or measured
-directly in the telemetry (climb/descent/landing speeds, ground idle, avionics, drivetrain
-efficiency); see :func:`telemetry_summary`.
+Everything else in the profile is a specification or literature value (mass, rotors,
+battery, ``induced_power_factor``) or measured directly in the telemetry (climb, descent and
+landing rates, ground idle, avionics); see :func:`telemetry_kinematics`.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares
 
-from droneops.energy import level_power_w, hop_durations, hop_phases, power_w
+from droneops.energy import hop_durations, hop_phases, level_power_w, power_w
 from droneops.errors import UserError
 from droneops.vehicle import VehicleProfile, load_vehicle
 
@@ -56,11 +59,13 @@ ROUTE_LEGS = 3
 
 KINEMATIC_PARAMS = ("transition_hover_s", "horizontal_accel_mps2", "vertical_brake_mps2")
 """Fitted on the measured flight durations."""
-ENERGY_PARAMS = ("induced_power_factor", "drag_area_m2")
+ENERGY_PARAMS = ("drivetrain_efficiency", "drag_area_m2")
 """Fitted on the measured flight energies (the target)."""
-CURVE_PARAMS = ("drivetrain_efficiency", "forward_inflow_factor", "drag_area_m2")
-"""Measured on the telemetry's steady-regime powers (``--telemetry``); only the first two are
-kept: the drag area is refitted on the flight energies."""
+CURVE_PARAMS = ("forward_inflow_factor", "drivetrain_efficiency", "drag_area_m2")
+"""Fitted on the telemetry's steady-regime powers (``--telemetry``): the power curve's shape.
+Only ``CURVE_KEPT`` is kept; the others are refitted on the flight energies (and are reported
+as a cross-check)."""
+CURVE_KEPT = ("forward_inflow_factor",)
 _BOUNDS = {
     "transition_hover_s": (0.0, 30.0),
     "horizontal_accel_mps2": (0.2, 10.0),
@@ -208,12 +213,13 @@ def fit_energy(profile: VehicleProfile, flights: list[Flight],
 def fit(profile: VehicleProfile, flights: list[Flight], regimes: list[Regime] | None = None) -> VehicleProfile:
     """The whole calibration: [power-curve shape on telemetry regimes], kinematics, energy.
 
-    ``regimes`` (from :func:`telemetry_regimes`) re-measures ``CURVE_PARAMS`` first; without
-    them the profile's values are kept. Only ``ENERGY_PARAMS`` of the curve fit's output
-    are refitted on the flight energies.
+    ``regimes`` (from :func:`telemetry_regimes`) re-measure ``CURVE_KEPT`` first (the shape of
+    the power curve); without them the profile's values are kept. ``induced_power_factor`` stays
+    at its literature value: only the ratio kappa / drivetrain_efficiency is identifiable.
     """
     if regimes:
-        profile = fit_power_curve(profile, regimes)
+        curve = fit_power_curve(profile, regimes)
+        profile = dataclasses.replace(profile, **{n: getattr(curve, n) for n in CURVE_KEPT})
     profile = fit_kinematics(profile, flights)
     return fit_energy(profile, flights)
 
@@ -446,9 +452,9 @@ def _fmt(value: float) -> str:
 # --- report -----------------------------------------------------------------------------------
 
 _TELEMETRY_FIELDS = ("climb_speed_mps", "descent_speed_mps", "landing_agl_m", "landing_speed_mps", "ground_idle_s",
-                     "ground_idle_power_w", "avionics_power_w", "drivetrain_efficiency", "forward_inflow_factor")
-_SPEC_FIELDS = ("mass_empty_kg", "rotor_count", "rotor_radius_m", "rotor_tip_speed_mps", "profile_power_w",
-                "advance_ratio_coeff", "air_density_kgpm3")
+                     "ground_idle_power_w", "avionics_power_w") + CURVE_KEPT
+_SPEC_FIELDS = ("mass_empty_kg", "rotor_count", "rotor_radius_m", "rotor_tip_speed_mps", "induced_power_factor",
+                "profile_power_w", "advance_ratio_coeff", "air_density_kgpm3")
 
 
 def report(profile: VehicleProfile, flights: list[Flight], excluded: list[tuple[Flight, str]],
@@ -572,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
             cv = cross_validate(base, flights, args.folds, regimes, progress)
         report(profile, flights, excluded, cv, label, regimes)
         if args.write_profile:
-            names = KINEMATIC_PARAMS + ENERGY_PARAMS + (tuple(measured) + CURVE_PARAMS[:2] if regimes else ())
+            names = KINEMATIC_PARAMS + ENERGY_PARAMS + (tuple(measured) + CURVE_KEPT if regimes else ())
             write_profile_values(args.write_profile, {n: getattr(profile, n) for n in names})
             print(f"wrote {', '.join(names)} to {args.write_profile}", file=sys.stderr)
     except UserError as exc:

@@ -258,7 +258,7 @@ def level_power_w(profile: VehicleProfile, payload_kg: ArrayLike, ground_speed_m
     return power_w(profile, payload_kg, _airspeed(vg, track_deg, we, wn), 0.0)
 
 
-def _meanlevel_power_w(profile: VehicleProfile, payload_kg: ArrayLike, v_hi: ArrayLike, track_deg: ArrayLike | None,
+def _mean_level_power_w(profile: VehicleProfile, payload_kg: ArrayLike, v_hi: ArrayLike, track_deg: ArrayLike | None,
                       wind_speed_mps: ArrayLike, wind_from_deg: ArrayLike) -> np.ndarray:
     """Time-mean level power while the ground speed changes uniformly in time between 0 and v_hi.
 
@@ -319,7 +319,7 @@ def speed_change_energy(profile: VehicleProfile, payload_kg: ArrayLike, speed_mp
         return zero, zero.copy(), zero.copy()
     dist = v**2 / a
     duration = 2.0 * v / a
-    mean_p = _meanlevel_power_w(p, payload_kg, v, track_deg, wind.speed_mps, wind.from_deg)
+    mean_p = _mean_level_power_w(p, payload_kg, v, track_deg, wind.speed_mps, wind.from_deg)
     steady_p = level_power_w(p, payload_kg, v, track_deg, wind.speed_mps, wind.from_deg)
     kinetic = kinetic_energy_j(p, payload_kg, v) / p.drivetrain_efficiency
     extra_wh = (mean_p * duration + kinetic - steady_p * dist / v) / _J_PER_WH
@@ -471,7 +471,7 @@ def hop_phases(profile: VehicleProfile, distance_m: ArrayLike, altitude_m: Array
     e["climb"] = t["climb"] * power_w(p, pay, ws, p.climb_speed_mps) / _J_PER_WH
     e["hover"] = t["hover"] * power_w(p, pay, ws, 0.0) / _J_PER_WH
     if p.horizontal_accel_mps2 > 0:
-        mean_p = _meanlevel_power_w(p, pay, peak, track, ws, wf)
+        mean_p = _mean_level_power_w(p, pay, peak, track, ws, wf)
         kinetic = legs * kinetic_energy_j(p, pay, peak) / p.drivetrain_efficiency
         e["accelerate/brake"] = (t["accelerate/brake"] * mean_p + kinetic) / _J_PER_WH
     else:

@@ -71,11 +71,11 @@ def test_hover_tests_match_model_hover_power(flights):
 @needs_data
 def test_energy_fit_recovers_accuracy_from_a_perturbed_start(flights):
     _, valid, _ = flights
-    start = dataclasses.replace(load_vehicle("m100"), induced_power_factor=1.5, drag_area_m2=0.2)
+    start = dataclasses.replace(load_vehicle("m100"), drivetrain_efficiency=0.8, drag_area_m2=0.2)
     assert cal.mape_pct(cal.errors_pct(start, valid)) > 10
     fitted = cal.fit_energy(start, valid)
     assert cal.mape_pct(cal.errors_pct(fitted, valid)) <= cal.TARGET_MAPE_PCT
-    assert 1.0 <= fitted.induced_power_factor <= 1.4
+    assert 0.45 < fitted.drivetrain_efficiency < 0.75
     assert 0.0 < fitted.drag_area_m2 < 0.15
 
 
@@ -110,12 +110,12 @@ def test_write_profile_values_keeps_comments(tmp_path):
     target = tmp_path / "m100.toml"
     shutil.copy(missions_dir() / "vehicles" / "m100.toml", target)
     before = target.read_text(encoding="utf-8")
-    cal.write_profile_values(target, {"drag_area_m2": 0.0512345, "induced_power_factor": 1.2})
+    cal.write_profile_values(target, {"drag_area_m2": 0.0512345, "drivetrain_efficiency": 0.6})
     after = target.read_text(encoding="utf-8")
     assert after.count("\n") == before.count("\n")
     profile = load_vehicle(target)
     assert profile.drag_area_m2 == pytest.approx(0.05123)
-    assert profile.induced_power_factor == pytest.approx(1.2)
+    assert profile.drivetrain_efficiency == pytest.approx(0.6)
     assert "# m^2, FITTED-E parasite drag area" in after
     with pytest.raises(UserError):
         cal.write_profile_values(target, {"no_such_field": 1.0})
