@@ -51,13 +51,13 @@ def _add_energy(sub: argparse._SubParsersAction) -> None:
         "energy",
         help="energy and duration of one simple hop (climb, cruise, descend, land)",
         description=(
-            "Energy and duration of one simple hop as the calibration flights were flown: motors "
-            "idle on the ground, vertical climb to --altitude-m above the take-off point, a short "
-            "hover, --distance-m of level flight at ground speed --speed-mps (in --legs straight "
-            "legs, each started and stopped at rest), vertical descent and landing. Physics and "
-            "sources: droneops/energy.py; the m100 profile is calibrated on measured flights "
-            "(python -m droneops.calibration). Prints a phase table and the share of the "
-            "profile's usable battery energy, or JSON with --json."
+            "Energy and duration of one simple hop, flown the way the calibration flights were:\n"
+            "motors idle on the ground, vertical climb to --altitude-m above the take-off point,\n"
+            "a short hover, --distance-m of level flight at ground speed --speed-mps (in --legs\n"
+            "straight legs, each started and stopped at rest), vertical descent and landing.\n"
+            "Prints a phase table and the share of the profile's usable battery energy, or JSON.\n"
+            "Physics and sources: droneops/energy.py; the m100 profile is calibrated on measured\n"
+            "flights (python -m droneops.calibration)."
         ),
         epilog=(
             "examples:\n"
