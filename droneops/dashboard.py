@@ -479,6 +479,8 @@ class DashboardConfig:
 
     ``stale_after_s``: a vehicle with no update for this long is shown as stale.
     ``push_interval_s``: shortest time between two pushes to one browser (coalescing window).
+    ``push_gather_s``: after an idle spell, wait this long for the rest of a burst of messages
+    before pushing (the service publishes its vehicles back to back).
     ``heartbeat_s``: an idle stream still sends a ping this often (the page flags a silent
     connection after ``3 * heartbeat_s``). ``reply_timeout_s``: how long a booking waits for
     the service's reply. ``terminal_orders_shown``: finished orders kept on the page.
@@ -503,6 +505,7 @@ class DashboardConfig:
     ha_prefix: str = "homeassistant"
     stale_after_s: float = 10.0
     push_interval_s: float = 0.2
+    push_gather_s: float = 0.02
     heartbeat_s: float = 2.0
     reply_timeout_s: float = 10.0
     reconnect_min_s: float = 0.5
@@ -881,6 +884,7 @@ class Hub:
                     await asyncio.wait_for(client.wake.wait(), self.config.heartbeat_s)
                 client.wake.clear()
                 if client.dirty or self.state.event_seq > client.event_seq:
+                    await asyncio.sleep(self.config.push_gather_s)
                     await resp.write(_sse("update", self.update(client)))
                     self.pushes += 1
                     await asyncio.sleep(self.config.push_interval_s)

@@ -24,7 +24,9 @@
     lastMsg: 0, connected: false, everConnected: false, lastSnapshot: 0,
   };
   const params = new URLSearchParams(location.search);
-  const stats = params.has("stats") ? { frames: [], lags: [], pushes: 0, vehicleUpdates: 0, renders: 0 } : null;
+  // lags: publish (vehicle timestamp) -> applied in an animation frame; feedLags: publish ->
+  // received by the dashboard server (same clock when both run on one machine), ms
+  const stats = params.has("stats") ? { frames: [], lags: [], feedLags: [], pushes: 0, vehicleUpdates: 0, renders: 0 } : null;
   window.__dash = { state: S, stats };
 
   const $ = (id) => document.getElementById(id);
@@ -178,7 +180,7 @@
     const arrow = el("path", { class: "arrow", d: "M0,-1.4 L0.95,1.05 L0,0.5 L-0.95,1.05 Z" }, g);
     const label = el("text", { x: 1.4, y: -0.5 }, g);
     const title = el("title", {}, g);
-    d = droneEls[id] = { g, arrow, label, title, x: 0, y: 0, hdg: null, text: "", cls: "" };
+    d = droneEls[id] = { g, arrow, label, title, x: 0, y: 0, hdg: null, text: "", cls: "", tip: "" };
     return d;
   }
   function placeDrone(d) {
@@ -222,8 +224,9 @@
     const cls = "drone" + (stale ? " stale" : "") + (v.inbound ? " inbound" : "") +
       (typeof v.battery_pct === "number" && v.battery_pct < LOW_BATTERY_PCT ? " lowbatt" : "");
     if (cls !== d.cls) { d.cls = cls; d.g.setAttribute("class", cls); }
-    d.title.textContent = `${id}: ${vehicleStateText(v)}, battery ${pct(v)}` +
+    const title = `${id}: ${vehicleStateText(v)}, battery ${pct(v)}` +
       (v.order_id ? `, order ${v.order_id}` : "") + (stale ? ` — STALE: ${stale}` : "");
+    if (title !== d.tip) { d.tip = title; d.title.textContent = title; }
   }
 
   // ---------------------------------------------------------------- tables
@@ -261,8 +264,8 @@
       const stale = o.state in ORDER_RANK ? orderVehicleStale(o) : null;
       const tr = h("tr", (o.concerns_station ? "mine" : "") + (stale ? " stale" : ""));
       tr.dataset.id = o.order_id;
-      tr.appendChild(h("td", null, o.order_id));
-      tr.appendChild(h("td", null, nodeName(o.to)));
+      const idCell = h("td", null, o.order_id); idCell.title = o.order_id; tr.appendChild(idCell);
+      const toCell = h("td", null, nodeName(o.to)); toCell.title = `${nodeName(o.to)} (${o.to})`; tr.appendChild(toCell);
       const st = h("td"); st.appendChild(h("span", `state ${o.state}`, o.state)); tr.appendChild(st);
       if (o.reason && !(o.state in ORDER_RANK)) st.title = o.reason;
       tr.appendChild(h("td", null, o.vehicle_id || ""));
@@ -273,23 +276,41 @@
       body.appendChild(tr);
     }
   }
-  function renderDroneTable() {
+  // one row per drone, created once; only changed cells are written (100 drones at 5 pushes/s)
+  const droneRows = {};
+  let droneRowOrder = "";
+  function setText(td, text, cls) {
+    if (td.textContent !== text) td.textContent = text;
+    if (cls !== undefined && td.className !== cls) td.className = cls;
+  }
+  function renderDroneTable(ids) {
     const body = $("drones-body");
-    body.textContent = "";
-    const ids = Object.keys(S.vehicles).sort();
-    $("drones-count").textContent = `(${ids.length})`;
-    for (const id of ids) {
+    for (const id in droneRows) if (!S.vehicles[id]) { droneRows[id].tr.remove(); delete droneRows[id]; }
+    const all = Object.keys(S.vehicles).sort();
+    $("drones-count").textContent = `(${all.length})`;
+    for (const id of ids || all) {
       const v = S.vehicles[id];
+      if (!v) continue;
+      let r = droneRows[id];
+      if (!r) {
+        const tr = h("tr"); tr.dataset.id = id;
+        const cells = [h("td", null, id), h("td"), h("td"), h("td")];
+        const badge = h("span", "state");
+        cells[1].appendChild(badge);
+        for (const c of cells) tr.appendChild(c);
+        r = droneRows[id] = { tr, badge, batt: cells[2], order: cells[3] };
+      }
       const stale = vehicleStale(v);
-      const tr = h("tr", (v.inbound ? "mine" : "") + (stale ? " stale" : ""));
-      tr.dataset.id = id;
-      tr.appendChild(h("td", null, id));
-      const st = h("td");
-      st.appendChild(h("span", "state" + (stale ? " stale" : ""), stale ? `stale: ${stale}` : vehicleStateText(v)));
-      tr.appendChild(st);
-      tr.appendChild(h("td", null, pct(v)));
-      tr.appendChild(h("td", null, v.order_id || ""));
-      body.appendChild(tr);
+      const rowCls = (v.inbound ? "mine" : "") + (stale ? " stale" : "");
+      if (r.tr.className !== rowCls) r.tr.className = rowCls;
+      setText(r.badge, stale ? `stale: ${stale}` : vehicleStateText(v), "state" + (stale ? " stale" : ""));
+      setText(r.batt, pct(v));
+      setText(r.order, v.order_id || "");
+    }
+    const order = all.join("\n");
+    if (order !== droneRowOrder) {   // a drone came or went: put the rows in order once
+      droneRowOrder = order;
+      for (const id of all) if (droneRows[id]) body.appendChild(droneRows[id].tr);
     }
   }
   function renderInbound() {
@@ -369,7 +390,7 @@
       pill("link-pill", "bad", "page: reconnecting");
     } else pill("link-pill", "ok", "page: live");
     const f = S.feed;
-    if (!f) pill("feed-pill", "unknown", "broker: ?");
+    if (!f || !S.connected) pill("feed-pill", "unknown", "broker: ?", "unknown while the page is not connected");
     else if (f.connected) pill("feed-pill", "ok", "broker: connected", `${f.broker} as ${f.username || "anonymous"}`);
     else {
       pill("feed-pill", "bad", "broker: DOWN", f.error || "");
@@ -380,7 +401,8 @@
     if (!svc) {
       pill("service-pill", "unknown", "service: no status");
       if (S.connected && f && f.connected) banners.push(["warn", "No status from the fleet service yet (it may never have run on this broker)."]);
-    } else if (svc.state === "online") pill("service-pill", "ok", "service: online");
+    } else if (!S.connected && svc.state === "online") pill("service-pill", "unknown", `service: ${svc.state}?`, "last known state");
+    else if (svc.state === "online") pill("service-pill", "ok", "service: online");
     else {
       pill("service-pill", "bad", "service: OFFLINE");
       const when = svc.timestamp ? ` since ${fmtTime(svc.timestamp)}` : "";
@@ -408,8 +430,8 @@
       for (const id in S.vehicles) renderDrone(id);
       dirty.orders = dirty.status = true;
     } else for (const id of dirty.vehicles) renderDrone(id);
-    const vehiclesChanged = dirty.all || dirty.vehicles.size > 0;
-    if (dirty.orders || vehiclesChanged) renderDroneTable();
+    if (dirty.all || dirty.orders) renderDroneTable();
+    else if (dirty.vehicles.size) renderDroneTable(dirty.vehicles);
     if (dirty.orders || dirty.all) { renderOrders(); renderInbound(); renderRoutes(); }
     if (dirty.events || dirty.eventsFull) renderEvents(dirty.eventsFull);
     if (dirty.status) renderStatus();
@@ -419,7 +441,7 @@
       stats.renders++;
       const now = Date.now() / 1000;
       for (const t of pendingLags) stats.lags.push((now - t) * 1000);
-      if (stats.lags.length > STATS_KEEP) stats.lags.splice(0, stats.lags.length - STATS_KEEP);
+      for (const k of ["lags", "feedLags"]) if (stats[k].length > STATS_KEEP) stats[k].splice(0, stats[k].length - STATS_KEEP);
       pendingLags = [];
     }
   }
@@ -432,7 +454,10 @@
       if (v === null) delete S.vehicles[id];
       else {
         S.vehicles[id] = v;
-        if (stats && typeof v.timestamp === "number") pendingLags.push(v.timestamp - S.offset);
+        if (stats && typeof v.timestamp === "number") {
+          pendingLags.push(v.timestamp - S.offset);
+          if (typeof v.seen_at === "number") stats.feedLags.push((v.seen_at - v.timestamp) * 1000);
+        }
       }
       dirty.vehicles.add(id);
     }

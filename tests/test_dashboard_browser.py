@@ -1,0 +1,124 @@
+"""End to end in headless Debian Chromium (the system browser, driven over the DevTools
+Protocol): real Mosquitto with the example ACL, a fleet publishing moving vehicles through the
+real MqttLink, the dashboard as station account ``station-S01``. The page must show drones
+moving, book an order and show its ETA, show a rejection's reason, flag an offline service and
+a lost browser connection, and recover. Screenshots go to ``test-artifacts/dashboard/``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+
+from dashboard_cdp import Chromium, find_chromium
+from dashboard_fleet import FakeFleet
+from droneops.dashboard import DashboardConfig, serve
+from droneops.network import load_network
+from mqtt_broker import USERS, free_port, mosquitto  # noqa: F401  (fixture)
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
+
+pytestmark = [
+    pytest.mark.mqtt,
+    pytest.mark.skipif(find_chromium() is None,
+                       reason="chromium is not installed (./run-tests installs it: apt-get install chromium)"),
+]
+
+
+@contextlib.asynccontextmanager
+async def dashboard_on(broker, network, port: int, **kw):
+    config = DashboardConfig(host=broker.host, port=broker.port, fleet=broker.fleet, username="station-S01",
+                             password=USERS["station-S01"], listen_host="127.0.0.1", listen_port=port,
+                             reconnect_min_s=0.1, reconnect_max_s=0.5, heartbeat_s=1.0, **kw)
+    ready: asyncio.Future = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(config, network, ready=ready.set_result))
+    try:
+        done, _ = await asyncio.wait({task, ready}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()
+        yield await ready
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+DRONE_POSITIONS = """JSON.stringify(Object.fromEntries([...document.querySelectorAll('#layer-drones .drone')]
+    .map(g => [g.dataset.id, g.getAttribute('transform').split(' scale')[0]])))"""
+BANNERS = "[...document.querySelectorAll('#banners .banner')].map(b => b.textContent).join(' | ')"
+
+
+async def book(page, to: str, kg: float) -> str:
+    await page.evaluate(f"""(() => {{
+        const f = document.getElementById('book-form');
+        document.getElementById('book-to').value = {json.dumps(to)};
+        document.getElementById('book-kg').value = {json.dumps(str(kg))};
+        document.getElementById('book-to').dispatchEvent(new Event('change'));
+        f.requestSubmit();
+    }})()""")
+    return await page.wait_for("(t => t.startsWith('Order') || t.startsWith('Not booked') ? t : '')"
+                               "(document.getElementById('book-result').textContent)", timeout_s=20)
+
+
+async def test_page_end_to_end(mosquitto, tmp_path):
+    network = load_network("huadu")
+    port = free_port()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    async with FakeFleet(mosquitto.host, mosquitto.port, mosquitto.fleet, network, n_vehicles=8,
+                         speed_mps=400.0) as fleet, Chromium(1400, 900) as browser:
+        async with dashboard_on(mosquitto, network, port, station="shiling") as url:
+            page = await browser.new_page(url + "?stats")
+            await page.wait_for("document.querySelectorAll('#layer-drones .drone').length === 8")
+            await page.wait_for("document.getElementById('link-pill').textContent === 'page: live'")
+            assert "service: online" in await page.evaluate("document.getElementById('service-pill').textContent")
+
+            # drones move: positions differ between two screenshots
+            first = json.loads(await page.evaluate(DRONE_POSITIONS))
+            await page.screenshot(ARTIFACTS / "1-live.png")
+            await asyncio.sleep(1.5)
+            second = json.loads(await page.evaluate(DRONE_POSITIONS))
+            await page.screenshot(ARTIFACTS / "2-live-later.png")
+            moved = [vid for vid in first if first[vid] != second.get(vid)]
+            assert len(moved) >= 4, (first, second)
+
+            # booking: accepted with an ETA, the order row appears with a countdown
+            text = await book(page, "P05", 1.0)
+            assert "accepted" in text and "ETA" in text, text
+            order_id = text.split()[1]
+            eta = await page.wait_for(f"(r => r && r.querySelector('td.eta').textContent)"
+                                      f"(document.querySelector('#orders-body tr[data-id=\"{order_id}\"]'))")
+            assert ":" in eta or eta == "due", eta
+            await page.wait_for(f"!!document.querySelector('#layer-routes polyline[data-order=\"{order_id}\"]')")
+            await page.screenshot(ARTIFACTS / "3-booked.png")
+
+            # rejection: the service's reason is shown
+            text = await book(page, "P06", 9.0)
+            assert text.startswith("Not booked") and "2.5 kg" in text, text
+
+            # the fleet service goes offline: banner, pill, every drone greyed
+            await fleet.link.close()
+            banner = await page.wait_for(f"(t => t.includes('Fleet service OFFLINE') ? t : '')({BANNERS})")
+            assert "bookings are not possible" in banner
+            await page.wait_for("[...document.querySelectorAll('#layer-drones .drone')].every(g => g.classList.contains('stale'))")
+            await page.screenshot(ARTIFACTS / "4-service-offline.png")
+
+        # the dashboard itself goes away: the page says its connection dropped
+        await page.wait_for(f"(t => t.includes('Connection to the dashboard lost') ? t : '')({BANNERS})",
+                            timeout_s=15)
+        assert await page.evaluate("document.getElementById('link-pill').textContent") == "page: reconnecting"
+        await page.screenshot(ARTIFACTS / "5-dashboard-connection-lost.png")
+
+        # ... and recovers on its own when the dashboard is back
+        async with dashboard_on(mosquitto, network, port, station="shiling"):
+            await page.wait_for("document.getElementById('link-pill').textContent === 'page: live'", timeout_s=20)
+            await page.wait_for(f"!({BANNERS}).includes('Connection to the dashboard lost')")
+            stats = await page.evaluate("JSON.stringify({lags: window.__dash.stats.lags, frames: window.__dash.stats.frames})")
+        assert page.errors == [], page.errors
+        stats = json.loads(stats)
+        (ARTIFACTS / "browser-stats.json").write_text(json.dumps({
+            "vehicles": 8, "lag_samples": len(stats["lags"]),
+            "lag_ms_median": sorted(stats["lags"])[len(stats["lags"]) // 2] if stats["lags"] else None,
+            "frames": len(stats["frames"])}, indent=2))
