@@ -396,6 +396,7 @@
       pill("feed-pill", "bad", "broker: DOWN", f.error || "");
       if (S.connected) banners.push(["bad", `The dashboard cannot reach the MQTT broker${f.error ? " (" + f.error + ")" : ""} — data shown is not updating.`]);
     }
+    if (f && f.ha_discovery && f.ha_discovery.startsWith("refused")) banners.push(["warn", `Home Assistant discovery ${f.ha_discovery}`]);
     if (f && f.denied && f.denied.length) banners.push(["warn", `The broker refused these subscriptions for this account: ${f.denied.join(", ")}`]);
     const svc = S.service;
     if (!svc) {
