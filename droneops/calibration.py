@@ -114,16 +114,26 @@ def _num(text: str) -> float:
         return math.nan
 
 
-def load_flights(folder: Path | None = None) -> list[Flight]:
-    """Read ``flights_calibration.csv``; missing numbers become NaN."""
-    path = (folder or data_dir()) / FLIGHTS_FILE
+_COLUMNS = ("flight", "speed", "payload", "altitude", "route", "path_len_h_m", "wind_speed_ground_mean",
+            "motor_on_energy_wh", "motor_on_s")
+
+
+def load_flights(folder: Path | None = None, path: Path | None = None) -> list[Flight]:
+    """Read ``flights_calibration.csv`` of ``folder`` (or any CSV ``path`` with its columns).
+
+    Missing numbers become NaN; a missing ground wind is read as calm (0 m/s).
+    """
+    path = path or (folder or data_dir()) / FLIGHTS_FILE
     if not path.is_file():
         raise UserError(f"CMU flight table not found: {path} (set {DATA_ENV} to the cmu-m100 folder)")
     with path.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
+    missing = [c for c in _COLUMNS if rows and c not in rows[0]]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
     return [Flight(flight=int(r["flight"]), route=r["route"].strip(), speed_mps=_num(r["speed"]),
                    payload_kg=_num(r["payload"]) / 1000.0, altitude_m=_num(r["altitude"]),
-                   path_len_m=_num(r["path_len_h_m"]), wind_mps=_num(r["wind_speed_ground_mean"]),
+                   path_len_m=_num(r["path_len_h_m"]), wind_mps=_num(r["wind_speed_ground_mean"]) if r["wind_speed_ground_mean"].strip() else 0.0,
                    energy_wh=_num(r["motor_on_energy_wh"]), duration_s=_num(r["motor_on_s"]))
             for r in rows]
 
@@ -459,7 +469,7 @@ _SPEC_FIELDS = ("mass_empty_kg", "rotor_count", "rotor_radius_m", "rotor_tip_spe
 
 def report(profile: VehicleProfile, flights: list[Flight], excluded: list[tuple[Flight, str]],
            cv_errors: np.ndarray | None = None, cv_label: str = "", regimes: list[Regime] | None = None,
-           out=None) -> dict:
+           out=None, fitted: bool = True) -> dict:
     """Print the fit report (to ``out``, default stdout); return its headline figures as a dict."""
     out = sys.stdout if out is None else out
     energy, duration = predict(profile, flights)
@@ -505,7 +515,7 @@ def report(profile: VehicleProfile, flights: list[Flight], excluded: list[tuple[
     figures = {"flights": len(flights), "mape_pct": mape_pct(err), "max_abs_pct": float(np.max(np.abs(err))),
                "worst_flight": flights[worst].flight, "worst_error_pct": float(err[worst]),
                "bias_pct": float(np.mean(err)), "duration_mape_pct": mape_pct(derr)}
-    say(f"\nin-sample: energy MAPE {figures['mape_pct']:.2f}%, max |error| {figures['max_abs_pct']:.2f}% "
+    say(f"\n{'in-sample' if fitted else 'profile as given'}: energy MAPE {figures['mape_pct']:.2f}%, max |error| {figures['max_abs_pct']:.2f}% "
         f"(flight {figures['worst_flight']}: {figures['worst_error_pct']:+.2f}%), bias {figures['bias_pct']:+.2f}%; "
         f"duration MAPE {figures['duration_mape_pct']:.2f}%")
     if cv_errors is not None:
@@ -528,26 +538,29 @@ def main(argv: list[str] | None = None) -> int:
                "  python -m droneops.calibration --no-fit        # score the shipped m100 profile as is (1 s)\n"
                "  python -m droneops.calibration                 # refit + 10-fold cross-validation\n"
                "  python -m droneops.calibration --folds 0       # leave-one-out instead\n"
+               "  python -m droneops.calibration --no-fit --flights other_flights.csv   # score other flights\n"
                "  python -m droneops.calibration --telemetry     # also re-measure kinematics and power curve\n"
                "  python -m droneops.calibration --telemetry --write-profile missions/vehicles/m100.toml",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None,
                         help=f"the cmu-m100 folder (default: ${DATA_ENV}, else ../shared/data/cmu-m100 "
                              "next to the repository)")
+    parser.add_argument("--flights", type=Path, default=None, metavar="CSV",
+                        help=f"score/fit this flight table instead of DATA/{FLIGHTS_FILE} (same columns)")
     parser.add_argument("--vehicle", default="m100", help="starting profile, shipped name or .toml path (default m100)")
     parser.add_argument("--folds", type=int, default=10,
                         help="cross-validation folds (default 10); 0 = leave-one-out; -1 = skip")
     parser.add_argument("--no-fit", action="store_true", help="score the profile as it is: no fit, no cross-validation")
     parser.add_argument("--telemetry", action="store_true",
                         help="also measure climb/descent/landing, ground idle and avionics, and fit the power-curve "
-                             "shape (drivetrain efficiency, inflow factor) on the time series (slower)")
+                             "shape (forward_inflow_factor) on the time series (slower)")
     parser.add_argument("--write-profile", type=Path, default=None, metavar="FILE",
                         help="write the fitted (and, with --telemetry, measured) values into this profile TOML")
     args = parser.parse_args(argv)
     try:
         folder = args.data or data_dir()
         base = load_vehicle(args.vehicle)
-        rows = load_flights(folder)
+        rows = load_flights(folder, args.flights)
         flights, excluded = select_cruise_flights(rows)
         if not flights:
             raise UserError(f"no valid cruise flights in {folder}")
@@ -576,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\r{label}: fold {i}/{n}", end="" if i < n else "\n", file=sys.stderr, flush=True)
 
             cv = cross_validate(base, flights, args.folds, regimes, progress)
-        report(profile, flights, excluded, cv, label, regimes)
+        report(profile, flights, excluded, cv, label, regimes, fitted=not args.no_fit)
         if args.write_profile:
             names = KINEMATIC_PARAMS + ENERGY_PARAMS + (tuple(measured) + CURVE_KEPT if regimes else ())
             write_profile_values(args.write_profile, {n: getattr(profile, n) for n in names})

@@ -125,5 +125,5 @@ def test_write_profile_values_keeps_comments(tmp_path):
 def test_calibration_cli_no_fit(capsys):
     assert cal.main(["--no-fit"]) == 0
     out = capsys.readouterr().out
-    assert "in-sample: energy MAPE" in out
+    assert "profile as given: energy MAPE" in out
     assert "target (MAPE <= 2.5%, every flight within 10.0%): met" in out
