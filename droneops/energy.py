@@ -24,12 +24,13 @@ descent) and an in-plane component ``V_par = |V_a cos(alpha) - V_c sin(alpha)|``
   wake and body: the measured M100 power is much flatter in speed than an isolated rotor's.
 * Descent (``V_ax < 0``): momentum theory fails in the vortex-ring state, so the empirical
   universal inflow curve ``v_i / v_h = 1 - 1.125 x - 1.372 x^2 - 1.718 x^3 - 0.655 x^4`` is used
-  for ``-2 <= x = V_ax / v_h <= 0`` (Leishman 2006, section 2.14, eq. 2.135) and the
+  for ``-2 <= x = V_ax / v_h <= 0`` (Leishman 2006, ch. 2, the polynomial fit to measured
+  inflow in the vortex-ring and turbulent-wake states) and the
   windmill-brake momentum solution below ``x = -2``; ``v_h`` there is the level-flight induced
   velocity at the same in-plane speed, so descent joins the forward-flight result.
 * Shaft power ``P_shaft = kappa T v_i + T V_ax + P_0 (T / W_0)^{3/2} (1 + c mu^2)``: induced
   power with ``kappa = induced_power_factor`` (real/ideal induced power, ~1.15 for real rotors;
-  Leishman 2006 eq. 2.62), the work against drag and gravity ``T V_ax = D V_a + W V_c``, and the
+  Leishman 2006, ch. 2-3), the work against drag and gravity ``T V_ax = D V_a + W V_c``, and the
   blade profile power ``P_0 = profile_power_w`` (in hover at the empty weight ``W_0``) growing
   with the advance ratio ``mu = V_par / (Omega R)`` as ``1 + c mu^2``, ``c =
   advance_ratio_coeff`` (4.65 after Bramwell; Stolaroff et al. 2018, "Energy use and life cycle
@@ -69,6 +70,7 @@ DOI 10.1184/R1/12683453 (CC BY 4.0).
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass, field
 
@@ -87,11 +89,15 @@ _NEWTON_STEPS = 50
 _NEWTON_TOL_MPS = 1e-10
 _DIRECTIONS = 36  # track directions averaged when the track is unknown (every 10 degrees)
 _GAUSS_NODES, _GAUSS_WEIGHTS = np.polynomial.legendre.leggauss(8)
-# Leishman (2006) eq. 2.135: empirical induced velocity in axial descent, v_i/v_h = sum k_n x^n
+# Leishman (2006) ch. 2: empirical induced velocity in axial descent, v_i/v_h = sum k_n x^n
 _VRS_COEFFS = (1.0, -1.125, -1.372, -1.718, -0.655)
 
 
 # --- wind -------------------------------------------------------------------------------------
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -105,9 +111,9 @@ class Wind:
     from_deg: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.speed_mps, (int, float)) and math.isfinite(self.speed_mps) and self.speed_mps >= 0):
+        if not (_is_real(self.speed_mps) and math.isfinite(self.speed_mps) and self.speed_mps >= 0):
             raise UserError(f"wind speed must be a finite number >= 0 m/s, got {self.speed_mps!r}")
-        if not (isinstance(self.from_deg, (int, float)) and math.isfinite(self.from_deg)):
+        if not (_is_real(self.from_deg) and math.isfinite(self.from_deg)):
             raise UserError(f"wind direction must be a finite number of degrees, got {self.from_deg!r}")
 
     @classmethod

@@ -69,7 +69,7 @@ def test_climb_power_matches_axial_momentum_theory():
     vc = 3.0
     thrust = 5.0 * G
     vh = math.sqrt(thrust / (2 * 1.225 * 4 * math.pi * 0.2**2))
-    vi = -vc / 2 + math.sqrt(vc**2 / 4 + vh**2)  # Leishman eq. 2.21 (climb)
+    vi = -vc / 2 + math.sqrt(vc**2 / 4 + vh**2)  # momentum theory, axial climb
     expected = 20.0 + (1.2 * thrust * vi + thrust * vc + 50.0) / 0.8
     assert float(power_w(p, 0.0, 0.0, vc)) == pytest.approx(expected, rel=1e-9)
     assert float(power_w(p, 0.0, 0.0, vc)) > float(hover_power_w(p))
@@ -270,9 +270,12 @@ def test_wind_parse_rejects(text):
         Wind.parse(text)
 
 
-def test_wind_rejects_negative_speed():
+def test_wind_rejects_negative_speed_and_accepts_numpy_numbers():
     with pytest.raises(UserError):
         Wind(-1.0, 0.0)
+    with pytest.raises(UserError):
+        Wind(True, 0.0)
+    assert Wind(np.int64(5), np.float64(90)).speed_mps == 5
 
 
 def test_wind_velocity_points_downwind():
