@@ -15,6 +15,10 @@ import time
 import aiohttp
 import pytest
 
+# The dashboard is built on the fleet service's MQTT layer and the shared broker harness.
+pytest.importorskip("droneops.telemetry", reason="droneops.telemetry (fleet service MQTT layer) is not in this checkout")
+pytest.importorskip("mqtt_broker", reason="tests/mqtt_broker.py (Mosquitto harness) is not in this checkout")
+
 from dashboard_fleet import FakeFleet
 from droneops import cli
 from droneops.dashboard import (

@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+# The dashboard is built on the fleet service's MQTT layer and the shared broker harness.
+pytest.importorskip("droneops.telemetry", reason="droneops.telemetry (fleet service MQTT layer) is not in this checkout")
+pytest.importorskip("mqtt_broker", reason="tests/mqtt_broker.py (Mosquitto harness) is not in this checkout")
+
 from dashboard_cdp import Chromium, find_chromium
 from dashboard_fleet import FakeFleet
 from droneops.dashboard import DashboardConfig, serve
