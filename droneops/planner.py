@@ -944,7 +944,8 @@ class Planner:
                 goal = loaded.dist_to("wh", (d,)) + end_wh
             else:
                 goal = empty.dist_to("wh", q.returns) + empty.land_wh
-            fresh = [i for i in self._recharge_targets(d) if (i, p) not in reached and i not in q.returns]
+            fresh = [i for i in self._recharge_targets(d)
+                     if (i, p) not in reached and not (p == _EMPTY and i in q.returns)]
             if fresh:
                 dist, _, src = dijkstra(ph.rev_wh, indices=fresh, min_only=True, return_predecessors=True)
                 reach[p] = (goal, dist + ph.land_wh, src)

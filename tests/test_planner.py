@@ -613,3 +613,14 @@ def test_strong_headwind_slows_the_ground_speed():
     assert windy.legs[0].duration_s > calm.legs[0].duration_s + 60
     # the way back has a tailwind: at least as fast as calm air
     assert windy.legs[1].duration_s == pytest.approx(calm.legs[1].duration_s)
+
+
+def test_explanation_names_the_station_just_out_of_reach():
+    """With return 'any', an unreached station is still a target in the explanation (phase 0)."""
+    net = line_network(spacing_m=4000.0, far_pad_m=3000.0)    # S is 8 km out: too far for 120 Wh
+    profile = make_profile(battery_capacity_wh=120.0)
+    plan = Planner(net, profile).plan("D", "F", 1.0)
+    assert not plan.feasible and plan.legs == ()
+    assert "station 'S' (to recharge there)" in plan.reason
+    hop = leg_cost(net, profile, ["D", "P", "S"], 1.0, Wind(), "ground", "land")[0]
+    assert plan.shortfall_wh == pytest.approx(hop - (120.0 - 24.0))
