@@ -890,7 +890,7 @@ class Hub:
                     await asyncio.sleep(self.config.push_interval_s)
                 else:
                     await resp.write(_sse("ping", {"server_time": time.time(), "feed": self.feed_json()}))
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the browser went away
             pass
         finally:
             self.clients.discard(client)

@@ -16,6 +16,7 @@
   const STATS_KEEP = 20000;          // samples kept per statistic
   const MARKER_FRACTION = 1 / 110;   // marker unit = this fraction of the visible map width
   const PAD_LABEL_ZOOM = 1.8;        // pad names appear from this zoom (relative to the whole network)
+  const CROWDED_DRONES = 20;         // above this, zoomed out, only flagged drones carry a label
   const ZOOM_STEP = 1.5;
 
   const S = {
@@ -307,6 +308,7 @@
       setText(r.batt, pct(v));
       setText(r.order, v.order_id || "");
     }
+    svg.classList.toggle("crowded", all.length > CROWDED_DRONES);
     const order = all.join("\n");
     if (order !== droneRowOrder) {   // a drone came or went: put the rows in order once
       droneRowOrder = order;
