@@ -536,13 +536,13 @@ def _add_fly(sub: argparse._SubParsersAction) -> None:
 class _LiveProgress:
     """One status line per flight on stderr (rewritten in place on a terminal)."""
 
-    def __init__(self, missions, stream=sys.stderr) -> None:
+    def __init__(self, missions, stream=None) -> None:
         import time
 
         self._time = time
         self.missions = missions
-        self.stream = stream
-        self.tty = stream.isatty()
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty()
         self.state: dict = {}
         self._last_draw = 0.0
         self._line_open = False
@@ -852,21 +852,19 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     import asyncio
     import math
     import signal
+    import time
 
     from droneops.energy import Wind
     from droneops.network import load_network
-    from droneops.sim import SimFleet
-    from droneops.simcore import SimConfig
+    from droneops.sim import MAX_VEHICLES_PER_PROCESS, FleetSpec, run_fleet, run_sharded
     from droneops.vehicle import load_vehicle
 
     if not 1 <= args.vehicles <= 254:
         raise UserError(f"--vehicles must be 1..254, got {args.vehicles}")
-    if not (math.isfinite(args.speed_factor) and args.speed_factor > 0):
-        raise UserError(f"--speed-factor must be > 0, got {args.speed_factor}")
-    if not (math.isfinite(args.payload_kg) and args.payload_kg >= 0):
-        raise UserError(f"--payload-kg must be >= 0, got {args.payload_kg}")
-    if not (math.isfinite(args.battery_drain_factor) and args.battery_drain_factor >= 0):
-        raise UserError(f"--battery-drain-factor must be >= 0, got {args.battery_drain_factor}")
+    for name, value, low in (("--speed-factor", args.speed_factor, 0.0), ("--payload-kg", args.payload_kg, None),
+                             ("--battery-drain-factor", args.battery_drain_factor, None)):
+        if not math.isfinite(value) or value < 0 or (low is not None and value <= low):
+            raise UserError(f"{name} must be {'> 0' if low is not None else '>= 0'}, got {value:g}")
     if args.duration_s is not None and not args.duration_s > 0:
         raise UserError("--duration-s must be > 0")
     link_loss = None
@@ -878,59 +876,54 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         if start_s < 0 or length_s <= 0:
             raise UserError("--link-loss: START must be >= 0 and DURATION > 0 s")
         link_loss = (start_s, length_s)
+    Wind.parse(args.wind)
     network = load_network(args.network)
     profile = load_vehicle(args.vehicle)
     if args.payload_kg > profile.max_payload_kg:
         raise UserError(f"--payload-kg {args.payload_kg:g} exceeds {profile.name}'s max payload "
                         f"{profile.max_payload_kg:g} kg")
-    at = [a.strip() for a in args.at.split(",") if a.strip()] if args.at else None
-    fleet = SimFleet(profile, network, args.vehicles, at=at, base_port=args.base_port,
-                     speed_factor=args.speed_factor, wind=Wind.parse(args.wind), payload_kg=args.payload_kg,
-                     config=SimConfig(reset_on_disarm=not args.no_battery_reset))
+    at = tuple(a.strip() for a in args.at.split(",") if a.strip()) if args.at else None
+    spec = FleetSpec(vehicle=args.vehicle, network=args.network, count=args.vehicles, at=at,
+                     base_port=args.base_port, speed_factor=args.speed_factor, wind=args.wind,
+                     payload_kg=args.payload_kg, reset_on_disarm=not args.no_battery_reset,
+                     refuse_arming=args.refuse_arming, battery_drain_factor=args.battery_drain_factor,
+                     link_loss=link_loss)
+    spec.check(network)
     if not args.verbose:
         from mavsdk.logging import log_subscribe
 
         log_subscribe(lambda *_: True)
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):   # not the main thread / platform
-                pass
-        async with fleet:
-            for vehicle in fleet.vehicles:
-                vehicle.set_refuse_arming(args.refuse_arming)
-                vehicle.set_battery_drain_factor(args.battery_drain_factor)
-            rows = fleet.table()
-            header = {k: k for k in rows[0]}
-            widths = [max(len(str(r[k])) for r in [header, *rows]) for k in header]
-            print("  ".join(k.ljust(w) for k, w in zip(rows[0], widths)))
-            for r in rows:
-                print("  ".join(str(v).ljust(w) for v, w in zip(r.values(), widths)))
-            sys.stdout.flush()
-            print(f"droneops sim: {len(rows)} {profile.name} vehicle(s) on {network.name or args.network}, "
-                  f"speed factor {args.speed_factor:g}; Ctrl-C stops", file=sys.stderr)
-            started = loop.time()
-            link_cut = False
-            while not stop.is_set():
-                elapsed = loop.time() - started
-                if args.duration_s is not None and elapsed >= args.duration_s:
-                    break
-                if link_loss and not link_cut and elapsed >= link_loss[0]:
-                    link_cut = True
-                    print(f"droneops sim: link loss for {link_loss[1]:g} s", file=sys.stderr)
-                    for vehicle in fleet.vehicles:
-                        vehicle.inject_link_loss(link_loss[1])
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.2)
-        print("droneops sim: stopped", file=sys.stderr)
+    stopping = []
+    started = time.monotonic()
 
-    import contextlib
+    def should_stop() -> bool:
+        return bool(stopping) or (args.duration_s is not None and time.monotonic() - started >= args.duration_s)
 
-    asyncio.run(run())
+    def on_ready(*_ignored) -> None:
+        rows = spec.table(network)
+        header = {k: k for k in rows[0]}
+        widths = [max(len(str(r[k])) for r in [header, *rows]) for k in header]
+        for r in [header, *rows]:
+            print("  ".join(str(r[k]).ljust(w) for k, w in zip(header, widths)).rstrip())
+        sys.stdout.flush()
+        shards = len(spec.shards())
+        print(f"droneops sim: {len(rows)} {profile.name} vehicle(s) on {network.name or args.network}"
+              + (f" in {shards} processes" if shards > 1 else "")
+              + f", speed factor {args.speed_factor:g}; Ctrl-C stops", file=sys.stderr)
+        if link_loss:
+            print(f"droneops sim: link loss planned {link_loss[0]:g}..{sum(link_loss):g} s", file=sys.stderr)
+
+    previous = {sig: signal.signal(sig, lambda *_: stopping.append(True)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if args.vehicles <= MAX_VEHICLES_PER_PROCESS:
+            asyncio.run(run_fleet(spec, should_stop, on_ready))
+        else:
+            run_sharded(spec, should_stop, on_ready)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("droneops sim: stopped", file=sys.stderr)
     return EXIT_OK
 
 

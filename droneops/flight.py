@@ -72,7 +72,8 @@ class FlightConfig:
     battery to read full at a stop. ``flight_timeout_s``: give up following one flight after
     this long (None: ``flight_timeout_factor`` x planned duration + ``flight_timeout_margin_s``).
     ``max_speed_factor``: the highest simulation speed-up assumed when stop times are scaled
-    by the observed flight time (see :func:`observed_speed_factor`).
+    by the observed flight time (see :func:`observed_speed_factor`). ``status_text_grace_s``:
+    how long to wait for the autopilot's explanation after it refused something.
     """
 
     connect_timeout_s: float = 30.0
@@ -89,6 +90,7 @@ class FlightConfig:
     telemetry_event_interval_s: float = 1.0
     max_speed_factor: float = 100.0
     status_text_memory: int = 20
+    status_text_grace_s: float = 1.0
 
 
 DEFAULT_CONFIG = FlightConfig()
@@ -139,7 +141,8 @@ class FlightEvent:
     0..1), ``mode`` (flight mode change), ``progress`` (mission item ``current``/``total``),
     ``telemetry`` (a :meth:`VehicleState.snapshot`, at most every
     ``telemetry_event_interval_s``), ``statustext`` (a message from the autopilot),
-    ``link_lost``, ``link_regained``, ``stop`` (waiting at a swap/charge/deliver stop),
+    ``link_lost``, ``link_regained``, ``stop`` / ``stop_done`` (waiting at a swap/charge/deliver
+    stop after the flight that landed there),
     ``completed``, ``aborted``, ``failed``. ``flight`` is the flight's index in the delivery
     (0-based, -1 outside a flight); ``wall_time`` is ``time.time()``.
     """
@@ -532,6 +535,18 @@ class FlightController:
                            current=self.state.mission_current, total=len(items))
             return
 
+    async def _explanation(self, since: float) -> list[str]:
+        """Status texts the autopilot sent since ``since`` (monotonic), waiting up to
+        ``status_text_grace_s`` for one: PX4 explains a refusal just after the refusal itself."""
+        def new() -> list[str]:
+            return [text for t, _, text in self.state.status_texts if t >= since]
+
+        try:
+            await self.wait_for(lambda: bool(new()), self.config.status_text_grace_s, "a status text")
+        except FlightError:
+            pass
+        return new()
+
     def recent_status_texts(self, seconds: float = 15.0) -> list[str]:
         now = time.monotonic()
         return [text for t, _, text in self.state.status_texts if now - t <= seconds]
@@ -589,10 +604,12 @@ class FlightController:
         from mavsdk.plugins.mission_raw import MissionPlan, MissionRawError
 
         self._emit("status", phase="uploading", items=len(mission.items))
+        t_upload = time.monotonic()
         raw = [_to_mavsdk(i) for i in mission.items]
         try:
             async for _result, data in self._mission_raw.upload_mission_with_progress(MissionPlan(raw)):
-                self._emit("upload", progress=float(data.progress))
+                if math.isfinite(data.progress):
+                    self._emit("upload", progress=float(data.progress))
             if mission.geofence_items:
                 await self._mission_raw.upload_geofence([_to_mavsdk(i) for i in mission.geofence_items])
             else:
@@ -601,7 +618,7 @@ class FlightController:
                 await self._mission_raw.upload_rally_points([_to_mavsdk(i) for i in mission.rally_items])
             back = await self._mission_raw.download_mission()
         except MissionRawError as exc:
-            texts = self.recent_status_texts()
+            texts = await self._explanation(since=t_upload)
             more = f" (autopilot: {'; '.join(texts[-3:])})" if texts else ""
             raise FlightError(f"mission upload failed: {exc.result.name}{more}") from None
         except GeofenceError as exc:
@@ -673,11 +690,12 @@ class FlightController:
         from mavsdk.plugins.mission_raw import MissionRawError
 
         self._emit("status", phase="arming")
+        t_arm = time.monotonic()
         try:
             await self._action.arm()
             await self._mission_raw.start_mission()
         except ActionError as exc:
-            texts = self.recent_status_texts()
+            texts = await self._explanation(since=t_arm)
             raise FlightError(f"arming refused: {exc.result.name}"
                               + (f" ({'; '.join(texts[-3:])})" if texts else "")) from None
         except MissionRawError as exc:
@@ -855,13 +873,23 @@ class FlightController:
             except asyncio.TimeoutError:
                 pass
 
-    async def wait_at_stop(self, stop: Stop | None, speed_factor: float) -> float:
+    async def wait_at_stop(self, stop: Stop | None, speed_factor: float, flight_index: int = -1) -> float:
         """Wait at a stop after landing: disarmed, and for a swap/charge the battery reading full
-        again, and at least the stop's planned duration / ``speed_factor``. Returns seconds waited."""
+        again, and at least the stop's planned duration / ``speed_factor``. Returns seconds waited.
+        Events are tagged with ``flight_index`` (the flight that landed there)."""
         t0 = time.monotonic()
         if stop is None:
             return 0.0
         minimum = stop_wait_s(stop, speed_factor)
+        self._flight_index = flight_index
+        try:
+            await self._wait_at_stop(stop, minimum)
+        finally:
+            self._flight_index = -1
+        return time.monotonic() - t0
+
+    async def _wait_at_stop(self, stop: Stop, minimum: float) -> None:
+        t0 = time.monotonic()
         self._emit("stop", node=stop.node, action=stop.action, planned_s=stop.duration_s,
                    min_wait_s=minimum)
         s = self.state
@@ -877,7 +905,8 @@ class FlightController:
         remaining = minimum - (time.monotonic() - t0)
         if remaining > 0:
             await asyncio.sleep(remaining)
-        return time.monotonic() - t0
+        self._emit("stop_done", node=stop.node, action=stop.action, waited_s=time.monotonic() - t0,
+                   battery_pct=None if math.isnan(self.state.battery_pct) else self.state.battery_pct)
 
 
 # --- a whole delivery ---------------------------------------------------------------------------
@@ -895,7 +924,7 @@ async def fly_missions(controller: FlightController, missions: Sequence[FlightMi
         await controller.wait_healthy()
         for k, mission in enumerate(missions):
             if k > 0:
-                await controller.wait_at_stop(missions[k - 1].end_stop, speed_factor)
+                await controller.wait_at_stop(missions[k - 1].end_stop, speed_factor, k - 1)
             flight = await controller.fly(mission, k)
             report.flights.append(flight)
             if flight.result != "completed":

@@ -94,3 +94,38 @@ def profile(**overrides):
                   advance_ratio_coeff=4.65, drag_area_m2=0.06, avionics_power_w=25.0)
     values.update(overrides)
     return VehicleProfile(**values)
+
+
+# --- a small flat network for flying tests (legs of about 1 km) ----------------------------------
+
+FLY_NODES = {"D": (0.0, 0.0, 100.0), "S": (0.0, 1.0, 100.0), "P": (0.6, 1.8, 120.0)}
+FLY_CAPACITY_WH = 80.0
+"""With quad7 and an 80 Wh pack the planner must swap at S: D -> S (swap) -> P (drop) -> S."""
+
+
+def fly_network() -> Network:
+    return parse_network(fly_network_geojson(), source="fly-test")
+
+
+def fly_network_geojson() -> dict:
+    pos = {k: _pt(*v) for k, v in FLY_NODES.items()}
+    features = [
+        _node("D", "depot", *FLY_NODES["D"]),
+        _node("S", "station", *FLY_NODES["S"], charging="swap", swap_s=60),
+        _node("P", "pad", *FLY_NODES["P"]),
+        _corridor("D", "S", [pos["D"], pos["S"]]),
+        _corridor("S", "P", [pos["S"], _pt(0.2, 1.5), pos["P"]]),
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[
+            _pt(1.0, 0.2), _pt(1.6, 0.2), _pt(1.6, 0.8), _pt(1.0, 0.8), _pt(1.0, 0.2)]]},
+         "properties": {"kind": "no_fly", "id": "field"}},
+    ]
+    return {"type": "FeatureCollection", "name": "fly-test", "features": features}
+
+
+def fly_profile():
+    """The shipped quad7 with a small pack (so that the test delivery needs a swap)."""
+    import dataclasses
+
+    from droneops.vehicle import load_vehicle
+
+    return dataclasses.replace(load_vehicle("quad7"), battery_capacity_wh=FLY_CAPACITY_WH)

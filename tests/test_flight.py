@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import socket
@@ -90,3 +91,241 @@ async def test_connect_without_vehicle_is_a_clear_error(prof):
     with pytest.raises(fl.FlightError, match=r"no autopilot answered on udpin://127.0.0.1:\d+ within 0.5 s"):
         await controller.connect()
     await controller.close()
+
+
+# --- against the simulated vehicle (real loopback MAVLink) ---------------------------------------
+
+FAST = 50.0
+"""Simulation speed factor for flying tests (a 1 km leg takes a few wall seconds)."""
+
+TEST_CONFIG = fl.FlightConfig(link_timeout_s=1.0, home_settle_timeout_s=3.0, mode_confirm_timeout_s=3.0,
+                              flight_timeout_s=60.0, stop_timeout_s=20.0)
+REFUSE_CONFIG = dataclasses.replace(TEST_CONFIG, home_settle_timeout_s=0.5)
+"""For preflight refusals: do not wait long for checks that will not pass."""
+
+
+@pytest.fixture(scope="module")
+def fly_net():
+    return fx.fly_network()
+
+
+@pytest.fixture(scope="module")
+def fly_prof():
+    return fx.fly_profile()
+
+
+@pytest.fixture(scope="module")
+def swap_plan(fly_net, fly_prof):
+    from droneops.planner import plan_delivery
+
+    plan = plan_delivery(fly_net, fly_prof, "D", "P", payload_kg=1.0)
+    assert plan.feasible and [s.action for s in plan.stops] == ["swap", "deliver"]
+    return plan
+
+
+class Recorder:
+    def __init__(self):
+        self.events: list[fl.FlightEvent] = []
+
+    def __call__(self, event: fl.FlightEvent) -> None:
+        self.events.append(event)
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.events]
+
+    def of(self, kind: str) -> list[fl.FlightEvent]:
+        return [e for e in self.events if e.kind == kind]
+
+
+async def _vehicle(make_sim_vehicle, net, prof, node="D", **kwargs):
+    return await make_sim_vehicle(profile=prof, network=net, node=node, speed_factor=FAST, payload_kg=1.0,
+                                  **kwargs)
+
+
+def _distance_to(vehicle, node) -> float:
+    from droneops import geo
+
+    lat, lon = vehicle.model.lat_lon_deg
+    return float(geo.distance_m(lat, lon, node.lat_deg, node.lon_deg))
+
+
+async def test_delivery_with_battery_swap_end_to_end(make_sim_vehicle, fly_net, fly_prof, swap_plan):
+    vehicle = await _vehicle(make_sim_vehicle, fly_net, fly_prof)
+    missions = m.build_checked_missions(swap_plan, fly_net, fly_prof)
+    assert [(x.from_id, x.to_id) for x in missions] == [("D", "S"), ("S", "S")]
+    rec = Recorder()
+    async with fl.FlightController(vehicle.url, fly_prof, TEST_CONFIG, rec, network=fly_net) as controller:
+        report = await fl.fly_missions(controller, missions, "D", "P")
+    assert report.result == "completed", report.message
+    assert [f.result for f in report.flights] == ["completed", "completed"]
+    # The payload was released over P, at the delivery height, during flight 2.
+    pad = fly_net.nodes["P"]
+    assert len(vehicle.model.releases) == 1
+    release = vehicle.model.releases[0]
+    assert release.alt_m == pytest.approx(pad.ground_alt_m + fly_prof.delivery_agl_m, abs=1.0)
+    from droneops import geo
+    assert float(geo.distance_m(release.lat_deg, release.lon_deg, pad.lat_deg, pad.lon_deg)) < 5.0
+    # Landed and disarmed at S at the end.
+    assert _distance_to(vehicle, fly_net.nodes["S"]) < 5.0
+    assert not vehicle.model.armed and not vehicle.model.in_air
+    # The swap: flight 2 started on a full battery after waiting at S.
+    stop = rec.of("stop")
+    assert [e.data["action"] for e in stop] == ["swap"] and stop[0].flight == 0
+    assert report.flights[0].battery_end_pct < 100 and report.flights[1].battery_start_pct >= 99
+    # Energy: measured from the battery percentage; the simulator burns the planner's physics.
+    for flight in report.flights:
+        assert flight.used_energy_wh == pytest.approx(flight.planned_energy_wh, rel=0.35, abs=3.0)
+    # Events: progress to the last item, completed only after that.
+    kinds = rec.kinds()
+    assert kinds.count("completed") == 2 and "failed" not in kinds
+    last_progress = [e for e in rec.of("progress") if e.flight == 1][-1]
+    assert last_progress.data["current"] >= last_progress.data["total"] - 1
+    json_report = report.to_json()
+    assert json_report["flights"][1]["planned_energy_wh"] == pytest.approx(missions[1].planned_energy_wh)
+
+
+async def test_upload_read_back_round_trip(make_sim_vehicle, fly_net, fly_prof, swap_plan):
+    from mavsdk.plugins.mission_raw import MissionRawError
+
+    vehicle = await _vehicle(make_sim_vehicle, fly_net, fly_prof)
+    flight = m.build_checked_missions(swap_plan, fly_net, fly_prof)[1]
+    async with fl.FlightController(vehicle.url, fly_prof, TEST_CONFIG) as controller:
+        await controller.wait_healthy()
+        await controller.upload(flight)                       # raises if anything differs
+        back = await controller._mission_raw.download_mission()
+        fence = await controller._mission_raw.download_geofence()
+        rally = await controller._mission_raw.download_rallypoints()
+        # PX4 reports frame 0 as 5: strict comparison sees it, the PX4-aware one does not.
+        assert {i.frame for i in back if i.command in m.POSITION_COMMANDS} == {m.MAV_FRAME_GLOBAL_INT}
+        assert m.compare_items(flight.items, back) == []
+        assert m.compare_items(flight.items, back, px4_frames=False)
+        assert m.compare_items(flight.geofence_items, fence) == []
+        assert m.compare_items(flight.rally_items, rally) == []
+        assert len(vehicle.model.mission) == len(flight.items) and len(vehicle.model.fence) == 4
+        # A terrain-frame item is refused by PX4 (and the simulator): a clear FlightError.
+        bad_items = list(flight.items)
+        bad_items[2] = dataclasses.replace(bad_items[2], frame=10)
+        bad = dataclasses.replace(flight, items=tuple(bad_items))
+        with pytest.raises(fl.FlightError, match="mission upload failed: UNSUPPORTED.*Invalid item"):
+            await controller.upload(bad)
+        del MissionRawError
+
+
+async def test_abort_rtl_mid_leg(make_sim_vehicle, fly_net, fly_prof, swap_plan):
+    vehicle = await _vehicle(make_sim_vehicle, fly_net, fly_prof)
+    flight = m.build_checked_missions(swap_plan, fly_net, fly_prof)[0]          # D -> S
+    async with fl.FlightController(vehicle.url, fly_prof, TEST_CONFIG, network=fly_net) as controller:
+        await controller.wait_healthy()
+        task = asyncio.create_task(controller.fly(flight, 0))
+        # Abort once cruising along the corridor, away from D.
+        await controller.wait_for(lambda: controller.state.mission_current >= 2
+                                  and _distance_to(vehicle, fly_net.nodes["D"]) > 200, 30.0, "cruise")
+        assert await controller.abort("rtl") == "home"
+        report = await task
+    assert report.result == "aborted" and "returned to launch" in report.message
+    assert report.landed_node == "D"
+    assert _distance_to(vehicle, fly_net.nodes["D"]) < 10.0
+    assert not vehicle.model.armed
+
+
+async def test_abort_to_nearest_station(make_sim_vehicle, fly_net, fly_prof, swap_plan):
+    vehicle = await _vehicle(make_sim_vehicle, fly_net, fly_prof, node="S")
+    flight = m.build_checked_missions(swap_plan, fly_net, fly_prof)[1]          # S -> P (drop) -> S
+    rec = Recorder()
+    async with fl.FlightController(vehicle.url, fly_prof, TEST_CONFIG, rec, network=fly_net) as controller:
+        await controller.wait_healthy()
+        task = asyncio.create_task(controller.fly(flight, 0))
+        # Abort on the way to P, nearer to P than to S: the nearest recharge node is still S.
+        await controller.wait_for(lambda: _distance_to(vehicle, fly_net.nodes["S"]) > 500, 30.0, "leaving S")
+        landed_at = await controller.abort("station")
+        report = await task
+    assert landed_at == "S"
+    assert report.result == "aborted" and report.landed_node == "S"
+    assert any(e.data.get("phase") == "diverting" for e in rec.of("status"))
+    assert _distance_to(vehicle, fly_net.nodes["S"]) < 10.0
+    assert vehicle.model.releases == []           # never reached the drop
+    assert not vehicle.model.armed
+
+
+async def test_link_loss_and_reattach(make_sim_vehicle, fly_net, fly_prof, swap_plan):
+    vehicle = await _vehicle(make_sim_vehicle, fly_net, fly_prof)
+    flight = m.build_checked_missions(swap_plan, fly_net, fly_prof)[0]          # D -> S
+    rec = Recorder()
+    async with fl.FlightController(vehicle.url, fly_prof, TEST_CONFIG, rec) as controller:
+        await controller.wait_healthy()
+        task = asyncio.create_task(controller.fly(flight, 0))
+        await controller.wait_for(lambda: controller.state.mission_current >= 2, 30.0, "cruise")
+        vehicle.inject_link_loss(2.5 * TEST_CONFIG.link_timeout_s)
+        report = await task
+    assert report.result == "completed", report.message
+    assert report.link_losses == 1
+    kinds = rec.kinds()
+    assert kinds.index("link_lost") < kinds.index("link_regained") < kinds.index("completed")
+    restored = [e for e in rec.of("status") if e.data.get("phase") == "restored"]
+    assert restored and restored[0].data["same_mission"] is True
+    assert _distance_to(vehicle, fly_net.nodes["S"]) < 5.0
+
+
+async def test_preflight_refuses_low_battery(make_sim_vehicle, fly_net, fly_prof, swap_plan):
+    vehicle = await _vehicle(make_sim_vehicle, fly_net, fly_prof)
+    vehicle.set_battery_remaining_pct(40.0)
+    flight = m.build_checked_missions(swap_plan, fly_net, fly_prof)[0]
+    async with fl.FlightController(vehicle.url, fly_prof, REFUSE_CONFIG) as controller:
+        await controller.wait_healthy()
+        with pytest.raises(fl.PreflightError) as exc:
+            await controller.fly(flight, 0)
+    assert len(exc.value.reasons) == 1 and "battery 40% holds 32 Wh" in exc.value.reasons[0]
+    assert exc.value.report.result == "failed"
+    assert vehicle.model.mission == () and not vehicle.model.armed      # nothing was sent to fly
+
+
+async def test_preflight_refuses_wrong_home(make_sim_vehicle, fly_net, fly_prof, swap_plan):
+    # The vehicle stands at S but the flight takes off from D (1 km away).
+    vehicle = await _vehicle(make_sim_vehicle, fly_net, fly_prof, node="S")
+    flight = m.build_checked_missions(swap_plan, fly_net, fly_prof)[0]
+    async with fl.FlightController(vehicle.url, fly_prof, REFUSE_CONFIG) as controller:
+        await controller.wait_healthy()
+        with pytest.raises(fl.PreflightError, match=r"home position is (9\d\d|1\d\d\d) m from take-off pad D"):
+            await controller.fly(flight, 0)
+    assert vehicle.model.mission == () and not vehicle.model.armed
+
+
+async def test_refused_arming_is_reported(make_sim_vehicle, fly_net, fly_prof, swap_plan):
+    vehicle = await _vehicle(make_sim_vehicle, fly_net, fly_prof)
+    vehicle.set_refuse_arming(True)
+    flight = m.build_checked_missions(swap_plan, fly_net, fly_prof)[0]
+    async with fl.FlightController(vehicle.url, fly_prof, TEST_CONFIG) as controller:
+        await controller.wait_healthy()
+        with pytest.raises(fl.FlightError, match=r"arming refused: COMMAND_DENIED \(Arming denied"):
+            await controller.fly(flight, 0)
+    assert not vehicle.model.armed and not vehicle.model.in_air
+
+
+async def test_cli_fly_json_report(make_sim_vehicle, fly_net, fly_prof, tmp_path, capsys):
+    """``droneops fly`` end to end: plan, fly both flights with the swap, JSON report, exit 0."""
+    import json
+
+    from droneops.cli import main
+    from droneops.vehicle import missions_dir
+
+    net_file = tmp_path / "fly.geojson"
+    net_file.write_text(json.dumps(fx.fly_network_geojson()))
+    toml = (missions_dir() / "vehicles" / "quad7.toml").read_text()
+    toml = "\n".join(f"battery_capacity_wh = {fx.FLY_CAPACITY_WH}" if line.startswith("battery_capacity_wh")
+                     else line for line in toml.splitlines())
+    vehicle_file = tmp_path / "small.toml"
+    vehicle_file.write_text(toml)
+    vehicle = await _vehicle(make_sim_vehicle, fly_net, fly_prof)
+    code = await asyncio.to_thread(main, ["fly", "--connect", vehicle.url, "--network", str(net_file),
+                                          "--vehicle", str(vehicle_file), "--from", "D", "--to", "P",
+                                          "--payload-kg", "1", "--json", "--timeout-s", "120"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["result"] == "completed"
+    assert [(f["from_id"], f["to_id"], f["result"]) for f in report["flights"]] == [
+        ("D", "S", "completed"), ("S", "S", "completed")]
+    assert all(f["used_energy_wh"] > 0 and f["planned_energy_wh"] > 0 for f in report["flights"])
+    # Live progress: one final line per flight on stderr (not a log flood: stderr is not a TTY here).
+    assert err.count("flight 1/2 D->S: completed") == 1 and err.count("flight 2/2 S->S: completed") == 1
+    assert len(err.splitlines()) < 12
