@@ -994,7 +994,7 @@ class Planner:
                 reason = f"after the delivery at {dest} there is no way back to {ret_desc}: {attempt}"
             if (L.event[gid] == _EV_START and ground_b < self.capacity_wh
                     and need <= self.capacity_wh - floor):
-                reason += "; a full battery at the origin would do (swap first, plan with 100 %)"
+                reason += "; a full battery at the origin would cover that (swap first, plan with 100 %)"
         return_to = None if q.return_spec == RETURN_ANY else q.return_spec
         return Plan(False, reason, topo.ids[q.origin], topo.ids[d], return_to,
                     q.payload_kg, q.objective, tuple(legs), tuple(stops), shortfall)
