@@ -52,6 +52,7 @@ def cpu_s(pid: int) -> float:
 
 
 async def run(args) -> dict:
+    load_before = os.getloadavg()[0]  # other work on the machine skews every figure: record it
     network = load_network(args.network)
     work = Path(tempfile.mkdtemp(prefix="droneops-bench-dash-"))
     broker = MosquittoBroker(work / "mosquitto", fleet="bench")
@@ -79,7 +80,7 @@ async def run(args) -> dict:
                                     timeout_s=60)
                 await asyncio.sleep(args.warmup_s)
                 await page.evaluate("(s => { s.frames.length = 0; s.lags.length = 0; s.pushes = 0;"
-                                    " s.feedLags.length = 0; s.vehicleUpdates = 0; s.renders = 0; })(window.__dash.stats)")
+                                    " s.feedLags.length = 0; s.vehicleUpdates = 0; s.renders = 0; s.bytes = 0; })(window.__dash.stats)")
                 m0 = {m["name"]: m["value"] for m in (await page.send("Performance.getMetrics"))["metrics"]}
                 c0, t0 = cpu_s(dash.pid), time.monotonic()
                 await asyncio.sleep(args.duration_s)
@@ -115,11 +116,13 @@ async def run(args) -> dict:
                                         "max": max(st["feedLags"], default=None)},
         "pushes_per_s": st["pushes"] / elapsed, "vehicle_updates_per_s": st["vehicleUpdates"] / elapsed,
         "renders_per_s": st["renders"] / elapsed,
+        "stream_kbytes_per_s": st["bytes"] / elapsed / 1000,
         "browser_main_thread_busy_share": (m1.get("TaskDuration", 0) - m0.get("TaskDuration", 0)) / elapsed,
         "browser_script_share": (m1.get("ScriptDuration", 0) - m0.get("ScriptDuration", 0)) / elapsed,
         "dashboard_process_cpu_share": (c1 - c0) / elapsed,
         "page_errors": errors,
-        "machine": {"cpus": os.cpu_count()},
+        "machine": {"cpus": os.cpu_count(), "loadavg_1min_before": load_before,
+                    "loadavg_1min_after": os.getloadavg()[0]},
     }
 
 
@@ -145,9 +148,12 @@ def main() -> int:
           f"{f['fps']:.0f} fps, {100 * f['over_50ms_share']:.1f}% over 50 ms; publish->DOM lag median "
           f"{lag['median']:.0f} ms, p95 {lag['p95']:.0f} ms, p99 {lag['p99']:.0f} ms (of which publish->dashboard "
           f"median {result['publish_to_dashboard_lag_ms']['median']:.0f} ms); "
-          f"{result['pushes_per_s']:.1f} pushes/s, {result['vehicle_updates_per_s']:.0f} vehicle updates/s; "
+          f"{result['pushes_per_s']:.1f} pushes/s, {result['vehicle_updates_per_s']:.0f} vehicle updates/s, "
+          f"{result['stream_kbytes_per_s']:.0f} kB/s; "
           f"browser main thread busy {100 * result['browser_main_thread_busy_share']:.0f}%, "
           f"dashboard CPU {100 * result['dashboard_process_cpu_share']:.0f}% of one core")
+    print(f"machine load average (1 min) before/after: {result['machine']['loadavg_1min_before']:.1f} / "
+          f"{result['machine']['loadavg_1min_after']:.1f} on {result['machine']['cpus']} CPUs")
     print(f"wrote {out}")
     return 0
 

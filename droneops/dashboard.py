@@ -424,7 +424,7 @@ class FleetState:
         v = self.vehicles.get(vid)
         if v is None:
             return None
-        out = dict(v)
+        out = {k: val for k, val in v.items() if val is not None}  # absent == null on the page
         out["stale"] = staleness(v, now, stale_after_s, service_online=self.service_online,
                                  feed_connected=feed_connected)
         order = self.orders.get(v.get("order_id") or "")

@@ -27,7 +27,7 @@
   const params = new URLSearchParams(location.search);
   // lags: publish (vehicle timestamp) -> applied in an animation frame; feedLags: publish ->
   // received by the dashboard server (same clock when both run on one machine), ms
-  const stats = params.has("stats") ? { frames: [], lags: [], feedLags: [], pushes: 0, vehicleUpdates: 0, renders: 0 } : null;
+  const stats = params.has("stats") ? { frames: [], lags: [], feedLags: [], pushes: 0, vehicleUpdates: 0, renders: 0, bytes: 0 } : null;
   window.__dash = { state: S, stats };
 
   const $ = (id) => document.getElementById(id);
@@ -508,7 +508,11 @@
     if (es) es.close();
     es = new EventSource("/api/stream");
     es.addEventListener("snapshot", (e) => { markAlive(); applySnapshot(JSON.parse(e.data)); });
-    es.addEventListener("update", (e) => { markAlive(); applyUpdate(JSON.parse(e.data)); });
+    es.addEventListener("update", (e) => {
+      markAlive();
+      if (stats) stats.bytes += e.data.length;
+      applyUpdate(JSON.parse(e.data));
+    });
     es.addEventListener("ping", (e) => {
       markAlive();
       const d = JSON.parse(e.data);
