@@ -638,6 +638,9 @@ class MqttFeed:
             except OSError as exc:
                 self._set_connected(False, f"broker connection: {exc}")
                 log.warning("mqtt socket error: %s; retrying in %.1f s", exc, backoff)
+            except Exception as exc:  # a bug must not end the feed for good
+                self._set_connected(False, f"internal error: {exc!r}")
+                log.exception("mqtt feed failed; retrying in %.1f s", backoff)
             finally:
                 self._client = None
                 for fut in self._acks.values():
@@ -711,7 +714,11 @@ class MqttFeed:
             if fut is not None and not fut.done():
                 fut.set_result(_json_obj(payload) if _json_obj(payload) is not None else payload)
             return
-        changed = self.state.apply(topic, payload, retained=bool(message.retain))
+        try:
+            changed = self.state.apply(topic, payload, retained=bool(message.retain))
+        except Exception:  # one odd message must not cost the connection
+            log.exception("could not merge a message on %s", topic)
+            return
         if changed:
             self.on_change(changed)
         if self.config.ha_discovery:
@@ -746,6 +753,8 @@ class MqttFeed:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
+        if self._client is None or not self.connected:
+            raise BookingError(503, "no_broker", "the dashboard is not connected to the MQTT broker")
         if self.state.service_online is False:
             raise BookingError(503, "service_offline",
                                "the fleet service is offline; the order was not sent")

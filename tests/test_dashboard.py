@@ -510,3 +510,20 @@ async def test_home_assistant_discovery_needs_the_acl(mosquitto, huadu):
                 msg = await ha.wait_for(lambda m: m.topic.value.endswith("/battery/config"))
                 cfg = jpayload(msg)
                 assert cfg["state_topic"] == f"{mosquitto.prefix}/vehicles/V001/state"
+
+
+@pytest.mark.mqtt
+async def test_broker_outage_is_shown_and_the_feed_recovers(mosquitto, huadu):
+    async with FakeFleet(mosquitto.host, mosquitto.port, mosquitto.fleet, huadu, n_vehicles=2, patrol=False) as fleet, \
+            running_dashboard(mosquitto, huadu) as url, SseReader(url) as sse:
+        await sse.wait_for(lambda v: len(v["vehicles"]) == 2 and v["feed"]["connected"])
+        mosquitto.stop()
+        view = await sse.wait_for(lambda v: not v["feed"]["connected"] and v)
+        assert view["feed"]["error"] and all(
+            veh["stale"] == "dashboard not connected to the broker" for veh in view["vehicles"].values())
+        status, body = await post_order(url, {"to": "P05", "payload_kg": 1.0})
+        assert status == 503 and body["code"] == "no_broker"
+        mosquitto.start()  # persistence off: the fleet's link republishes its retained state
+        await sse.wait_for(lambda v: v["feed"]["connected"] and v["service"]["state"] == "online"
+                           and all(veh["stale"] is None for veh in v["vehicles"].values()), timeout_s=30)
+        assert fleet.link.connects >= 2
