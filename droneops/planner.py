@@ -92,7 +92,7 @@ class Plan:
         return sum(leg.duration_s for leg in self.legs) + sum(s.duration_s for s in self.stops)
 
     @property
-    def energy_wh(self) -> float:
+    def energy_scalar(self) -> float:
         return sum(leg.energy_wh for leg in self.legs)
 
     def to_json(self) -> dict:
@@ -149,10 +149,13 @@ class Plan:
 # current leg); label A dominates B at the same (node, phase) when A costs no more, has at least
 # as much battery and can land wherever B can (a leg never lands where it took off). Labels
 # pop in order of cost + an admissible lower bound of the remaining cost (exact unconstrained
-# shortest-path distances computed with scipy on the reversed graph), so the first complete
-# plan popped is optimal. Labels that cannot reach any landing point with the reserve intact
-# (energy lower bound) are dropped. Costs are strictly positive, so the legs found are simple
-# paths. See tests/test_planner.py for the brute-force proof on small networks.
+# shortest-path distances computed with scipy on the reversed graph; when the label's battery
+# cannot cover the direct flight, the cheapest detour via a recharge node, stop included), so
+# the first complete plan popped is optimal. Labels that cannot reach any landing point with
+# the reserve intact (energy lower bound) are dropped. Costs are strictly positive, so the
+# legs found are simple paths. Before searching, the unconstrained optimum itself is tried:
+# if it keeps the reserve it equals the bound and is returned directly. See
+# tests/test_planner.py for the brute-force proof on small networks.
 
 OBJECTIVES = ("time", "energy")
 RETURN_ANY = "any"
@@ -169,11 +172,8 @@ _LOADED, _EMPTY = 0, 1
 _EV_START, _EV_RECHARGE, _EV_DELIVER, _EV_END, _EV_END_HANDOVER = -1, -2, -3, -4, -5
 
 
-def _wh(value) -> float:
-    return float(np.asarray(value, dtype=float))
-
-
-def _s(value) -> float:
+def _scalar(value) -> float:
+    """A Python float from an energy-model result (0-d array or float)."""
     return float(np.asarray(value, dtype=float))
 
 
@@ -427,31 +427,29 @@ class Planner:
         idle_wh = p.ground_idle_power_w * p.ground_idle_s / 3600.0 / 2.0
         idle_s = p.ground_idle_s / 2.0
         climb_wh, climb_s = vertical_energy(p, payload_kg, agl, True, wind)
-        hover_wh = _wh(hover_power_w(p, payload_kg, wind)) * p.transition_hover_s / 3600.0
+        hover_wh = _scalar(hover_power_w(p, payload_kg, wind)) * p.transition_hover_s / 3600.0
         accel_wh, accel_s = self._speed_change(payload_kg, wind)
         land_wh, land_s = vertical_energy(p, payload_kg, agl, False, wind, landing=True)
         return _PhaseCosts(
             payload_kg=payload_kg, edge_wh=edge_wh, edge_s=edge_s,
             edge_wh_list=edge_wh.tolist(), edge_s_list=edge_s.tolist(),
-            takeoff_wh=idle_wh + _wh(climb_wh) + hover_wh + accel_wh,
-            takeoff_s=idle_s + _s(climb_s) + p.transition_hover_s + accel_s,
-            land_wh=_wh(land_wh) + idle_wh, land_s=_s(land_s) + idle_s,
-            rev_wh=topo.reversed_graph(np.where(bad, 0.0, edge_wh)) if not bad.any()
-            else self._reversed_without(edge_wh, bad),
-            rev_s=topo.reversed_graph(edge_s) if not bad.any() else self._reversed_without(edge_s, bad))
+            takeoff_wh=idle_wh + _scalar(climb_wh) + hover_wh + accel_wh,
+            takeoff_s=idle_s + _scalar(climb_s) + p.transition_hover_s + accel_s,
+            land_wh=_scalar(land_wh) + idle_wh, land_s=_scalar(land_s) + idle_s,
+            rev_wh=self._reversed(edge_wh, bad), rev_s=self._reversed(edge_s, bad))
 
-    def _reversed_without(self, weights: np.ndarray, bad: np.ndarray) -> csr_matrix:
+    def _reversed(self, weights: np.ndarray, bad: np.ndarray) -> csr_matrix:
+        """The reversed graph weighted by ``weights``, without unflyable (``bad``) edges."""
         graph = self.topology.reversed_graph(np.where(bad, 0.0, weights))
-        keep = ~bad[self.topology.rev_order]
-        graph.data = np.where(keep, graph.data, 0.0)
-        graph.eliminate_zeros()   # unflyable edges (non-finite energy) leave the graph
+        if bad.any():
+            graph.eliminate_zeros()   # all real weights are > 0
         return graph
 
     def _speed_change(self, payload_kg: float, wind: Wind) -> tuple[float, float]:
         """Extra energy/time of starting and stopping one leg (track-averaged)."""
         extra_wh, extra_s, _ = speed_change_energy(self.profile, payload_kg, self.profile.cruise_speed_mps,
                                                    None, wind)
-        return _wh(extra_wh), _s(extra_s)
+        return _scalar(extra_wh), _scalar(extra_s)
 
     def _drop_costs(self, payload_kg: float, wind: Wind, loaded: _PhaseCosts, empty: _PhaseCosts
                     ) -> tuple[float, float, float, float, float]:
@@ -461,10 +459,10 @@ class Planner:
             return loaded.land_wh, loaded.land_s, 0.0, empty.takeoff_wh, empty.takeoff_s
         drop_h = max(float(p.cruise_agl_m) - float(p.delivery_agl_m), 0.0)
         down_wh, down_s = vertical_energy(p, payload_kg, drop_h, False, wind)
-        hover_wh = _wh(hover_power_w(p, payload_kg, wind)) * p.delivery_hover_s / 3600.0
+        hover_wh = _scalar(hover_power_w(p, payload_kg, wind)) * p.delivery_hover_s / 3600.0
         up_wh, up_s = vertical_energy(p, 0.0, drop_h, True, wind)
         accel_wh, accel_s = self._speed_change(0.0, wind)
-        return _wh(down_wh), _s(down_s), hover_wh, _wh(up_wh) + accel_wh, _s(up_s) + accel_s
+        return _scalar(down_wh), _scalar(down_s), hover_wh, _scalar(up_wh) + accel_wh, _scalar(up_s) + accel_s
 
     # -- validation --------------------------------------------------------------------------
 
