@@ -895,12 +895,14 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         log_subscribe(lambda *_: True)
 
     stopping = []
-    started = time.monotonic()
+    started = math.inf
 
     def should_stop() -> bool:
         return bool(stopping) or (args.duration_s is not None and time.monotonic() - started >= args.duration_s)
 
     def on_ready(*_ignored) -> None:
+        nonlocal started
+        started = time.monotonic()   # --duration-s counts from here
         rows = spec.table(network)
         header = {k: k for k in rows[0]}
         widths = [max(len(str(r[k])) for r in [header, *rows]) for k in header]
