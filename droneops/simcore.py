@@ -221,19 +221,24 @@ class Rejection:
 
 def check_item(item: SimItem) -> Rejection | None:
     """PX4's per-item upload check: supported frame and command for the item's mission type."""
-    if item.mission_type == MISSION_TYPE_MISSION:
-        if item.frame not in GLOBAL_FRAMES and item.frame != FRAME_MISSION:
-            return Rejection(item.seq, MISSION_UNSUPPORTED_FRAME)
-        if item.command not in PX4_MISSION_COMMANDS:
-            return Rejection(item.seq, MISSION_UNSUPPORTED)
-        if item.command in POSITION_COMMANDS and item.frame == FRAME_MISSION:
-            return Rejection(item.seq, MISSION_UNSUPPORTED_FRAME)
+    return check_fields(item.seq, item.frame, item.command, item.mission_type)
+
+
+def check_fields(seq: int, frame: int, command: int, mission_type: int) -> Rejection | None:
+    """:func:`check_item` on the raw fields of a MISSION_ITEM_INT."""
+    if mission_type == MISSION_TYPE_MISSION:
+        if frame not in GLOBAL_FRAMES and frame != FRAME_MISSION:
+            return Rejection(seq, MISSION_UNSUPPORTED_FRAME)
+        if command not in PX4_MISSION_COMMANDS:
+            return Rejection(seq, MISSION_UNSUPPORTED)
+        if command in POSITION_COMMANDS and frame == FRAME_MISSION:
+            return Rejection(seq, MISSION_UNSUPPORTED_FRAME)
         return None
-    if item.frame not in GLOBAL_FRAMES:
-        return Rejection(item.seq, MISSION_UNSUPPORTED_FRAME)
-    allowed = FENCE_COMMANDS if item.mission_type == MISSION_TYPE_FENCE else {CMD_RALLY_POINT}
-    if item.command not in allowed:
-        return Rejection(item.seq, MISSION_UNSUPPORTED)
+    if frame not in GLOBAL_FRAMES:
+        return Rejection(seq, MISSION_UNSUPPORTED_FRAME)
+    allowed = FENCE_COMMANDS if mission_type == MISSION_TYPE_FENCE else {CMD_RALLY_POINT}
+    if command not in allowed:
+        return Rejection(seq, MISSION_UNSUPPORTED)
     return None
 
 
