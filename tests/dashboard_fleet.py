@@ -93,6 +93,7 @@ class FakeFleet:
         self.commands: list[IncomingCommand] = []
         self._task: asyncio.Task | None = None
         self._last_state: dict[str, float] = {}
+        self._last_key: dict[str, tuple] = {}
 
     async def __aenter__(self) -> FakeFleet:
         self.link.start()
@@ -194,7 +195,10 @@ class FakeFleet:
                                                         "battery_wh", "mission_current", "mission_total",
                                                         "timestamp")},
                                   qos=0, droppable=True)
-                if now - self._last_state.get(d.vehicle_id, 0) >= self.state_every_s:
+                key = (body["status"], body["armed"], body["order_id"], body["link"])
+                if key != self._last_key.get(d.vehicle_id) or \
+                        now - self._last_state.get(d.vehicle_id, 0) >= self.state_every_s:
+                    self._last_key[d.vehicle_id] = key
                     self.link.set_retained(self.topics.vehicle_state(d.vehicle_id), body)
                     self._last_state[d.vehicle_id] = now
 
