@@ -92,7 +92,7 @@ class Plan:
         return sum(leg.duration_s for leg in self.legs) + sum(s.duration_s for s in self.stops)
 
     @property
-    def energy_scalar(self) -> float:
+    def energy_wh(self) -> float:
         return sum(leg.energy_wh for leg in self.legs)
 
     def to_json(self) -> dict:
