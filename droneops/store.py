@@ -159,7 +159,9 @@ class Transition:
 class Flight:
     """One flight of a vehicle (``order_id`` None for a repositioning/return flight).
 
-    ``flight_index`` counts the flights of one order from 0 (a diversion starts a new one).
+    ``flight_index`` counts the flights of one order from 0 (a diversion starts a new one);
+    ``mission_index`` is the flight's index among the missions of the order's current plan
+    (None for a divert/return flight).
     Energies in Wh; ``used_energy_wh`` None until measured. ``progress_current`` is the index
     of the current mission item, ``mission_items`` the uploaded item count. ``destination`` and
     ``origin`` are network node ids; ``kind`` is "delivery", "divert" or "return".
@@ -169,6 +171,7 @@ class Flight:
     order_id: str | None
     vehicle_id: str
     flight_index: int
+    mission_index: int | None
     kind: str
     state: str
     origin: str | None
@@ -259,6 +262,7 @@ CREATE TABLE IF NOT EXISTS flights (
     order_id TEXT REFERENCES orders(id),
     vehicle_id TEXT NOT NULL,
     flight_index INTEGER NOT NULL,
+    mission_index INTEGER,
     kind TEXT NOT NULL,
     state TEXT NOT NULL,
     origin TEXT,
@@ -424,10 +428,11 @@ class Store:
 
     def transition(self, order_id: str, to_state: str, *, reason: str | None = None,
                    plan: dict | None = None, vehicle_id: str | None = None,
-                   expect: str | Iterable[str] | None = None) -> Order:
+                   unassign: bool = False, expect: str | Iterable[str] | None = None) -> Order:
         """Move an order to ``to_state`` (recording the history row) and return it.
 
-        ``plan``/``vehicle_id`` replace the stored ones when given. ``expect`` (a state or
+        ``plan``/``vehicle_id`` replace the stored ones when given; ``unassign`` clears the
+        vehicle (an order back in the queue that no vehicle carries). ``expect`` (a state or
         states) guards against races: the current state must be one of them. Raises
         :class:`IllegalTransition` for a move :data:`ORDER_TRANSITIONS` does not allow and
         :class:`UnknownOrder` for an unknown id.
@@ -457,6 +462,8 @@ class Store:
             if vehicle_id is not None:
                 sets.append("vehicle_id=?")
                 args.append(vehicle_id)
+            elif unassign:
+                sets.append("vehicle_id=NULL")
             db.execute(f"UPDATE orders SET {', '.join(sets)} WHERE id=?", (*args, order_id))
             db.execute("INSERT INTO order_history(order_id, from_state, to_state, reason, at) "
                        "VALUES (?, ?, ?, ?, ?)", (order_id, current, to_state, reason, now))
@@ -478,7 +485,7 @@ class Store:
     def start_flight(self, vehicle_id: str, *, order_id: str | None, kind: str,
                      origin: str | None, destination: str | None,
                      planned_energy_wh: float | None, mission_items: int | None,
-                     drop_item: int | None = None) -> Flight:
+                     drop_item: int | None = None, mission_index: int | None = None) -> Flight:
         """Record a new flight in state ``uploading`` (its index is the order's next one)."""
         if kind not in ("delivery", "divert", "return"):
             raise StoreError(f"unknown flight kind {kind!r}")
@@ -490,10 +497,10 @@ class Store:
                 (index,) = db.execute("SELECT COUNT(*) FROM flights WHERE order_id=?",
                                       (order_id,)).fetchone()
             cur = db.execute(
-                "INSERT INTO flights(order_id, vehicle_id, flight_index, kind, state, origin, "
-                "destination, planned_energy_wh, mission_items, drop_item, started_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (order_id, vehicle_id, index, kind, F_UPLOADING, origin, destination,
+                "INSERT INTO flights(order_id, vehicle_id, flight_index, mission_index, kind, state, "
+                "origin, destination, planned_energy_wh, mission_items, drop_item, started_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (order_id, vehicle_id, index, mission_index, kind, F_UPLOADING, origin, destination,
                  planned_energy_wh, mission_items, drop_item, now, now))
             row = db.execute("SELECT * FROM flights WHERE id=?", (cur.lastrowid,)).fetchone()
         return self._flight(row)

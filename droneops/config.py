@@ -1,0 +1,276 @@
+"""The fleet service's configuration file (TOML), e.g. ``missions/fleet.toml``.
+
+::
+
+    [service]
+    network = "huadu"              # shipped network name or path (relative to this file)
+    vehicle = "quad7"              # shipped profile name or path to a profile .toml
+    store = "fleet.db"             # SQLite database (relative to this file)
+    objective = "time"             # planner objective: "time" or "energy"
+    return_to = "any"              # where flights end: "any" recharge node, "origin", or a node id
+    wind = "calm"                  # steady wind for planning, "SPEED_MPS@FROM_DEG"
+    time_scale = 1.0               # simulator speed factor (1 for real vehicles): ETAs and swap waits
+    energy_watch = true            # divert when the projected landing reserve drops below the profile's
+    energy_min_progress = 0.1      # share of a flight flown before the projection is trusted (0..1)
+
+    [mqtt]
+    host = "127.0.0.1"
+    port = 1883
+    fleet = "huadu"                # topic prefix droneops/v1/<fleet> unless prefix is set
+    username = "droneops-service"
+    password_env = "DRONEOPS_MQTT_PASSWORD"   # or password = "..." or password_file = "..."
+    client_id = "droneops-service-huadu"
+    telemetry_hz = 2.0
+    ha_discovery = false
+    [mqtt.tls]                     # optional
+    ca_file = "ca.crt"
+
+    [flight]                       # optional FlightController tuning (droneops.flight.FlightConfig)
+    connect_timeout_s = 30
+
+    [[vehicles]]
+    id = "v1"
+    url = "udpin://127.0.0.1:14540"   # MAVSDK connection URL
+    home = "depot"                    # node it stands on at first start
+
+Every problem raises :class:`droneops.errors.UserError` naming the file and key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from droneops.errors import UserError
+from droneops.telemetry import ID_PATTERN, MqttSettings, TlsSettings
+
+OBJECTIVES = ("time", "energy")
+
+
+@dataclass(frozen=True)
+class VehicleConfig:
+    """One vehicle of the fleet: ``id`` (MQTT topic level), MAVSDK ``url``, ``home`` node id."""
+
+    id: str
+    url: str
+    home: str
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything ``droneops serve`` needs. Paths are absolute (resolved against the file)."""
+
+    network: str
+    vehicle: str
+    store_path: Path
+    mqtt: MqttSettings
+    vehicles: tuple[VehicleConfig, ...]
+    objective: str = "time"
+    return_to: str = "any"
+    wind: str = "calm"
+    time_scale: float = 1.0
+    energy_watch: bool = True
+    energy_min_progress: float = 0.1
+    flight: dict = field(default_factory=dict)
+    source: str = ""
+
+    def flight_config(self):
+        """The :class:`droneops.flight.FlightConfig` with this file's ``[flight]`` overrides."""
+        from droneops.flight import FlightConfig
+
+        return dataclasses.replace(FlightConfig(), **self.flight)
+
+
+_SERVICE_KEYS = {"network", "vehicle", "store", "objective", "return_to", "wind", "time_scale",
+                 "energy_watch", "energy_min_progress"}
+_MQTT_KEYS = {"host", "port", "fleet", "prefix", "username", "password", "password_env", "password_file",
+              "client_id", "telemetry_hz", "keepalive_s", "reconnect_min_s", "reconnect_max_s",
+              "queue_limit", "ha_discovery", "ha_prefix", "tls"}
+_TLS_KEYS = {"ca_file", "cert_file", "key_file", "insecure"}
+_VEHICLE_KEYS = {"id", "url", "home"}
+
+
+def _table(data: Any, where: str) -> dict:
+    if not isinstance(data, dict):
+        raise UserError(f"{where} must be a table")
+    return data
+
+
+def _unknown(data: dict, allowed: set[str], where: str) -> None:
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise UserError(f"{where}: unknown key(s) {', '.join(extra)} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _str(data: dict, key: str, where: str, default: str | None = None) -> str | None:
+    value = data.get(key, default)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise UserError(f"{where}.{key} must be a non-empty string")
+    return value
+
+
+def _num(data: dict, key: str, where: str, default: float, lo: float, hi: float = math.inf,
+         integer: bool = False) -> float:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
+        raise UserError(f"{where}.{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if not (lo <= value <= hi) or not math.isfinite(value):
+        raise UserError(f"{where}.{key} must be between {lo:g} and {hi:g}, got {value}")
+    return int(value) if integer else float(value)
+
+
+def _bool(data: dict, key: str, where: str, default: bool) -> bool:
+    value = data.get(key, default)
+    if not isinstance(value, bool):
+        raise UserError(f"{where}.{key} must be true or false")
+    return value
+
+
+def _path(base: Path, text: str) -> Path:
+    p = Path(os.path.expanduser(text))
+    return p if p.is_absolute() else (base / p)
+
+
+def _maybe_path(base: Path, text: str) -> str:
+    """A path relative to the config file if such a file exists, else the text (a shipped name)."""
+    candidate = _path(base, text)
+    return str(candidate) if candidate.exists() or "/" in text or text.endswith((".toml", ".geojson", ".json")) \
+        else text
+
+
+def parse_mqtt(data: dict, base: Path, where: str = "[mqtt]") -> MqttSettings:
+    """The ``[mqtt]`` table -> :class:`MqttSettings` (password from ``password``,
+    ``password_env`` or ``password_file``: at most one)."""
+    _unknown(data, _MQTT_KEYS, where)
+    fleet = _str(data, "fleet", where, "default")
+    if not ID_PATTERN.fullmatch(fleet):
+        raise UserError(f"{where}.fleet must be 1-64 characters [A-Za-z0-9_.:-], got {fleet!r}")
+    prefix = _str(data, "prefix", where)
+    if prefix is not None and (prefix.endswith("/") or any(c in prefix for c in "+#")):
+        raise UserError(f"{where}.prefix must not end with '/' or contain wildcards, got {prefix!r}")
+    sources = [k for k in ("password", "password_env", "password_file") if k in data]
+    if len(sources) > 1:
+        raise UserError(f"{where}: give only one of password, password_env, password_file")
+    password = None
+    if "password" in data:
+        password = data["password"]
+        if not isinstance(password, str):
+            raise UserError(f"{where}.password must be a string")
+    elif "password_env" in data:
+        var = _str(data, "password_env", where)
+        password = os.environ.get(var)
+        if password is None:
+            raise UserError(f"{where}.password_env: environment variable {var} is not set")
+    elif "password_file" in data:
+        pfile = _path(base, _str(data, "password_file", where))
+        try:
+            password = pfile.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UserError(f"{where}.password_file: cannot read {pfile}: {exc}") from None
+    tls = None
+    if "tls" in data:
+        t = _table(data["tls"], f"{where}.tls")
+        _unknown(t, _TLS_KEYS, f"{where}.tls")
+        files = {}
+        for key in ("ca_file", "cert_file", "key_file"):
+            if key in t:
+                p = _path(base, _str(t, key, f"{where}.tls"))
+                if not p.is_file():
+                    raise UserError(f"{where}.tls.{key}: file {p} not found")
+                files[key] = str(p)
+        if ("cert_file" in files) != ("key_file" in files):
+            raise UserError(f"{where}.tls: cert_file and key_file go together")
+        tls = TlsSettings(**files, insecure=_bool(t, "insecure", f"{where}.tls", False))
+    port_default = 8883 if tls else 1883
+    return MqttSettings(
+        host=_str(data, "host", where, "127.0.0.1"),
+        port=_num(data, "port", where, port_default, 1, 65535, integer=True),
+        fleet=fleet, prefix=prefix,
+        username=_str(data, "username", where), password=password,
+        client_id=_str(data, "client_id", where), tls=tls,
+        keepalive_s=_num(data, "keepalive_s", where, 30, 5, 3600, integer=True),
+        telemetry_hz=_num(data, "telemetry_hz", where, 2.0, 0.01, 50.0),
+        reconnect_min_s=_num(data, "reconnect_min_s", where, 0.5, 0.01, 60.0),
+        reconnect_max_s=_num(data, "reconnect_max_s", where, 30.0, 0.01, 3600.0),
+        queue_limit=_num(data, "queue_limit", where, 10_000, 10, 10_000_000, integer=True),
+        ha_discovery=_bool(data, "ha_discovery", where, False),
+        ha_prefix=_str(data, "ha_prefix", where, "homeassistant"),
+    )
+
+
+def parse_config(data: dict, base_dir: Path, source: str = "") -> ServiceConfig:
+    """Validate a parsed TOML document (``base_dir`` resolves relative paths)."""
+    where = source or "config"
+    _unknown(data, {"service", "mqtt", "flight", "vehicles"}, where)
+    svc = _table(data.get("service", {}), f"{where} [service]")
+    _unknown(svc, _SERVICE_KEYS, f"{where} [service]")
+    w = f"{where} [service]"
+    network = _str(svc, "network", w)
+    if network is None:
+        raise UserError(f"{w}: network is required (a shipped name like 'huadu' or a .geojson path)")
+    objective = _str(svc, "objective", w, "time")
+    if objective not in OBJECTIVES:
+        raise UserError(f"{w}.objective must be one of {', '.join(OBJECTIVES)}")
+    wind = _str(svc, "wind", w, "calm")
+    from droneops.energy import Wind
+
+    Wind.parse(wind)  # UserError on a bad wind
+    mqtt = parse_mqtt(_table(data.get("mqtt", {}), f"{where} [mqtt]"), base_dir, f"{where} [mqtt]")
+    flight = _table(data.get("flight", {}), f"{where} [flight]")
+    from droneops.flight import FlightConfig
+
+    known = {f.name: f for f in dataclasses.fields(FlightConfig)}
+    _unknown(flight, set(known), f"{where} [flight]")
+    for key, value in flight.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            raise UserError(f"{where} [flight].{key} must be a number >= 0")
+    vehicles_raw = data.get("vehicles", [])
+    if not isinstance(vehicles_raw, list) or not vehicles_raw:
+        raise UserError(f"{where}: at least one [[vehicles]] entry (id, url, home) is required")
+    vehicles = []
+    seen: set[str] = set()
+    for i, v in enumerate(vehicles_raw):
+        vw = f"{where} [[vehicles]] #{i + 1}"
+        v = _table(v, vw)
+        _unknown(v, _VEHICLE_KEYS, vw)
+        vid, url, home = (_str(v, k, vw) for k in ("id", "url", "home"))
+        if vid is None or url is None or home is None:
+            raise UserError(f"{vw}: id, url and home are required")
+        if not ID_PATTERN.fullmatch(vid):
+            raise UserError(f"{vw}.id must be 1-64 characters [A-Za-z0-9_.:-], got {vid!r}")
+        if vid in seen:
+            raise UserError(f"{vw}: duplicate vehicle id {vid!r}")
+        seen.add(vid)
+        vehicles.append(VehicleConfig(vid, url, home))
+    return ServiceConfig(
+        network=_maybe_path(base_dir, network),
+        vehicle=_maybe_path(base_dir, _str(svc, "vehicle", w, "quad7")),
+        store_path=_path(base_dir, _str(svc, "store", w, "fleet.db")),
+        mqtt=mqtt, vehicles=tuple(vehicles), objective=objective,
+        return_to=_str(svc, "return_to", w, "any"), wind=wind,
+        time_scale=_num(svc, "time_scale", w, 1.0, 0.01, 10_000.0),
+        energy_watch=_bool(svc, "energy_watch", w, True),
+        energy_min_progress=_num(svc, "energy_min_progress", w, 0.1, 0.0, 1.0),
+        flight=dict(flight), source=source,
+    )
+
+
+def load_config(path: str | Path) -> ServiceConfig:
+    """Read and validate a service config file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"config file {p} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read config file {p}: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{p}: not valid TOML: {exc}") from None
+    return parse_config(data, p.resolve().parent, str(p))
