@@ -60,6 +60,7 @@ import ctypes
 import json
 import logging
 import math
+import re
 import socket
 import time
 import zlib
@@ -168,6 +169,13 @@ for _fn in ("mavsdk_unsubscribe_incoming_messages_json", "mavsdk_unsubscribe_out
     getattr(_lib, _fn).restype = None
 _lib.mavsdk_configuration_set_mav_type.argtypes = [ctypes.c_void_p, ctypes.c_uint8]
 _lib.mavsdk_configuration_set_mav_type.restype = None
+
+
+# Fast paths of the message interception over MAVSDK's JSON (libmav writes keys sorted)
+_ITEM_KEYS = re.compile(rb'"command":(\d+),.*"frame":(\d+),.*"mission_type":(\d+),.*"seq":(\d+)')
+_JSON_HEADER_KEYS = re.compile(rb'"message_id":\d+,"message_name":"[A-Z_0-9]+",')
+_PX4_FRAME_BYTES = tuple((f'"frame":{a},'.encode(), f'"frame":{b},'.encode())
+                         for a, b in simcore.PX4_DOWNLOAD_FRAME.items())
 
 
 def free_udp_port(host: str = DEFAULT_HOST) -> int:
@@ -745,11 +753,17 @@ class SimVehicle:
                 self._last_count_type = mission_type
                 self._transfers[(msg.system_id, mission_type)] = _Transfer(int(f.get("count", 0)))
             elif name == b"MISSION_ITEM_INT":
-                f = json.loads(msg.fields_json)
-                transfer = self._transfers.get((msg.system_id, int(f.get("mission_type", 0))))
+                raw = msg.fields_json
+                match = _ITEM_KEYS.search(raw)   # fast path; libmav writes the keys sorted
+                if match:
+                    command, frame, mission_type, seq = (int(g) for g in match.groups())
+                else:
+                    f = json.loads(raw)
+                    command, frame, mission_type, seq = (int(f.get(k, 0)) for k in
+                                                         ("command", "frame", "mission_type", "seq"))
+                transfer = self._transfers.get((msg.system_id, mission_type))
                 if transfer is not None and transfer.rejection is None:
-                    transfer.rejection = simcore.check_fields(int(f.get("seq", 0)), int(f.get("frame", 0)),
-                                                              int(f.get("command", 0)), int(f.get("mission_type", 0)))
+                    transfer.rejection = simcore.check_fields(seq, frame, command, mission_type)
             elif name == b"MISSION_SET_CURRENT":
                 f = json.loads(msg.fields_json)
                 self._call_soon(self._on_set_current, int(f.get("seq", 0)))
@@ -765,15 +779,11 @@ class SimVehicle:
             name = msg.message_name
             if name == b"MISSION_ITEM_INT":
                 raw = msg.fields_json
-                if b'"frame":0,' not in raw and b'"frame":3,' not in raw:
-                    return 1         # fast path: nothing to rewrite
-                f = json.loads(raw)
-                frame = simcore.PX4_DOWNLOAD_FRAME.get(int(f.get("frame", -1)))
-                if frame is None:
-                    return 1
-                f["frame"] = frame   # answer the download with PX4's frame numbers
-                self._resend(msg, f)
-                return 0
+                for old, new in _PX4_FRAME_BYTES:   # answer downloads with PX4's frame numbers
+                    if old in raw:
+                        self._resend_raw(msg, _JSON_HEADER_KEYS.sub(b"", raw.replace(old, new, 1)))
+                        return 0
+                return 1
             if name == b"HEARTBEAT":
                 if b'"autopilot":12,' in msg.fields_json:
                     return 1        # already ours
@@ -807,6 +817,10 @@ class SimVehicle:
         if m.failsafe:
             return MAV_STATE_CRITICAL
         return MAV_STATE_ACTIVE if m.armed and m.in_air else MAV_STATE_STANDBY
+
+    def _resend_raw(self, msg, fields_json: bytes) -> None:
+        self._direct.send_message(MavlinkMessage(msg.message_name.decode(), 0, 0, msg.target_system_id,
+                                                 msg.target_component_id, fields_json.decode()))
 
     def _resend(self, msg, fields: dict) -> None:
         fields.pop("message_id", None)
