@@ -805,8 +805,11 @@ class FlightController:
                     report.used_energy_wh = ((report.battery_start_pct - min_pct) / 100.0
                                              * self.profile.battery_capacity_wh)
                 report.landed_node = self._mission.to_id if self._mission is not None else None
-                if result == "aborted" and self._abort == "rtl":
-                    report.landed_node = mission.from_id
+                if result == "aborted":
+                    # RTL/failsafe: PX4 lands at the closest of home and the rally points (stations).
+                    report.landed_node = self._node_here(mission)
+                    if report.landed_node is not None and f"at {report.landed_node}" not in message:
+                        report.message = f"{message} at {report.landed_node}"
                 report.link_losses = self._link_losses
                 self._emit(result, **report.to_json())
                 return report
@@ -818,6 +821,23 @@ class FlightController:
                 raise
             finally:
                 self._flight_index = -1
+
+    def _node_here(self, mission: FlightMission) -> str | None:
+        """The node the vehicle stands on (within ``home_tolerance_m``): any network node, or
+        without a network the flight's take-off pad or its mission's landing point; else None."""
+        s = self.state
+        if math.isnan(s.lat_deg) or math.isnan(s.lon_deg):
+            return None
+        if self.network is not None:
+            spots = {n.id: (n.lat_deg, n.lon_deg) for n in self.network.nodes.values()}
+        else:
+            spots = {mission.from_id: (mission.home_lat_deg, mission.home_lon_deg)}
+            current = self._mission or mission
+            if current.items:
+                spots.setdefault(current.to_id, (current.items[-1].lat_deg, current.items[-1].lon_deg))
+        dist = {k: float(geo.distance_m(s.lat_deg, s.lon_deg, lat, lon)) for k, (lat, lon) in spots.items()}
+        best = min(dist, key=dist.get)
+        return best if dist[best] <= self.config.home_tolerance_m else None
 
     async def _follow_flight(self, mission: FlightMission, t0: float) -> tuple[str, str, float | None]:
         """Follow telemetry until landed and disarmed; returns (result, message, lowest battery %)."""
