@@ -361,6 +361,9 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
                    help="print exactly one JSON object (the plan) on stdout, also when infeasible")
     p.add_argument("--map", metavar="FILE.png|svg",
                    help="also draw the network and the route to this PNG or SVG file")
+    p.add_argument("--qgc", metavar="FILE.plan",
+                   help="also write the flights as QGroundControl plans (AMSL mission items, "
+                        "geofence, rally points): FILE.plan, then FILE-2.plan, ... one per flight")
     p.set_defaults(handler=_cmd_plan)
 
 
@@ -387,6 +390,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
                          objective=args.objective)
     if args.map:
         draw_plan_map(network, plan, args.map)
+    qgc_files = _write_qgc_plans(plan, network, profile, args.qgc) if args.qgc else []
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
     else:
@@ -399,7 +403,21 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             print(plan_table(plan, profile.battery_capacity_wh))
         if args.map:
             print(f"map written to {args.map}")
+    if qgc_files:
+        print("QGroundControl plan(s) written: " + ", ".join(str(f) for f in qgc_files),
+              file=sys.stderr if args.json else sys.stdout)
     return EXIT_OK if plan.feasible else EXIT_INFEASIBLE
+
+
+def _write_qgc_plans(plan, network, profile, path: str) -> list:
+    """``plan --qgc``: one checked QGroundControl .plan per flight (nothing for an infeasible plan)."""
+    from droneops import qgc
+    from droneops.mission import build_checked_missions
+
+    if not plan.feasible:
+        print("no QGroundControl plan written: the plan is infeasible", file=sys.stderr)
+        return []
+    return qgc.write_plans(build_checked_missions(plan, network, profile), path)
 
 
 # --- mission ------------------------------------------------------------------------------
@@ -647,7 +665,8 @@ def _cmd_fly(args: argparse.Namespace) -> int:
     stops = ", ".join(f"{m.end_stop.action} at {m.end_stop.node}" for m in missions[:-1] if m.end_stop)
     live.note(f"{plan.origin} -> {plan.destination} -> {plan.return_to}: {len(missions)} flight(s)"
               + (f" ({stops})" if stops else "") + f", {plan.distance_m / 1000:.1f} km, "
-              f"planned {plan.energy_wh:.0f} Wh and {plan.duration_s / 60:.1f} min; connecting to {args.connect}")
+              f"planned {sum(x.planned_energy_wh for x in missions):.0f} Wh and {plan.duration_s / 60:.1f} min; "
+              f"connecting to {args.connect}")
 
     async def run() -> fl.DeliveryReport:
         async with fl.FlightController(args.connect, profile, config, live, network=network) as controller:
