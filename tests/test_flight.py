@@ -329,3 +329,35 @@ async def test_cli_fly_json_report(make_sim_vehicle, fly_net, fly_prof, tmp_path
     # Live progress: one final line per flight on stderr (not a log flood: stderr is not a TTY here).
     assert err.count("flight 1/2 D->S: completed") == 1 and err.count("flight 2/2 S->S: completed") == 1
     assert len(err.splitlines()) < 12
+
+
+def test_live_progress_line_on_a_terminal(net, prof):
+    """On a TTY the CLI rewrites one line per flight in place; off a TTY it prints one per flight."""
+    import io
+    import time as _time
+
+    from droneops.cli import _LiveProgress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    flights = m.build_missions(fx.swap_plan(), net, prof)
+    for stream, tty in ((Tty(), True), (io.StringIO(), False)):
+        live = _LiveProgress(flights, stream)
+        live._last_draw = -1.0
+        t = _time.time()
+        live(fl.FlightEvent("mode", 0, {"mode": "MISSION"}, t))
+        live._last_draw = -1.0
+        live(fl.FlightEvent("progress", 0, {"current": 2, "total": 5}, t))
+        live._last_draw = -1.0
+        live(fl.FlightEvent("telemetry", 0, {"abs_alt_m": 1460.0, "battery_pct": 87.0,
+                                             "landed_state": "IN_AIR"}, t))
+        live(fl.FlightEvent("completed", 0, {"duration_s": 30.0, "planned_energy_wh": 120.0,
+                                             "used_energy_wh": 110.0, "message": "landed at S"}, t))
+        out = stream.getvalue()
+        assert "flight 1/2 D->S: completed in 30 s, used 110 of 120 Wh planned; landed at S\n" in out
+        if tty:
+            assert "\r\x1b[2Kflight 1/2 D->S: MISSION  item 2/5  alt 1460 m  battery 87%  in air" in out
+        else:
+            assert out.count("\n") == 1

@@ -163,3 +163,25 @@ def test_cli_mission_import(flights, tmp_path, capsys):
     assert "GRIPPER" in text and "TAKEOFF" in text and "geofence" in text
     assert main(["mission", "import", str(tmp_path / "nope.plan")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_cli_plan_writes_one_qgc_file_per_flight(tmp_path, capsys):
+    """``droneops plan --qgc``: yunnan P14 needs a swap, so two flights, two files."""
+    from droneops.network import load_network
+    from droneops.planner import plan_delivery
+    from droneops.vehicle import load_vehicle
+
+    target = tmp_path / "p14.plan"
+    code = main(["plan", "--network", "yunnan", "--vehicle", "quad7", "--from", "depot", "--to", "P14",
+                 "--payload-kg", "1", "--qgc", str(target), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    json.loads(out)                                      # stdout stays one JSON object
+    assert "p14.plan" in err and "p14-2.plan" in err
+    plan = plan_delivery(load_network("yunnan"), load_vehicle("quad7"), "depot", "P14", payload_kg=1.0)
+    flights = m.build_missions(plan, load_network("yunnan"), load_vehicle("quad7"))
+    assert len(flights) == 2
+    for flight, path in zip(flights, [target, tmp_path / "p14-2.plan"]):
+        back = qgc.load_plan(path)
+        assert m.compare_items(flight.items, back.items, px4_frames=False) == []
+        assert back.home == (flight.home_lat_deg, flight.home_lon_deg, flight.home_alt_m)
