@@ -628,8 +628,14 @@ class FlightController:
             raise FlightError("mission read back from the vehicle differs: " + "; ".join(diffs[:3]))
         await self._verify_fence_and_rally(mission)
         self._mission = mission
+        self._forget_progress()
         self._emit("status", phase="uploaded", items=len(back), geofence=len(mission.geofence_items),
                    rally=len(mission.rally_items))
+
+    def _forget_progress(self) -> None:
+        """A new mission is on the vehicle: progress seen so far belongs to the old one (and may
+        have the same item count), so only progress reported from now on counts."""
+        self.state.mission_current, self.state.mission_total = -1, 0
 
     async def upload_and_verify_mission(self, items: Sequence[MissionItem]) -> None:
         """Upload mission items only and compare the read-back (what the benchmark times)."""
@@ -765,6 +771,7 @@ class FlightController:
         if diffs:
             raise FlightError("divert mission read back differs: " + "; ".join(diffs[:3]))
         self._mission = divert
+        self._forget_progress()
         await self._mission_raw.start_mission()
         await self._confirm_mode("MISSION", "divert mission start refused")
         return divert.to_id
@@ -848,10 +855,13 @@ class FlightController:
         min_pct: float | None = None
         disarmed_since: float | None = None
         settle_s = self.config.link_timeout_s
+        following = self._mission
         while True:
             self._changed.clear()
             now = time.monotonic()
             current = self._mission
+            if current is not following:          # a divert mission replaced the flight's mission
+                following, last_item_seen = current, False
             n = len(current.items) if current is not None else 0
             if not math.isnan(s.battery_pct) and s.armed:
                 min_pct = s.battery_pct if min_pct is None else min(min_pct, s.battery_pct)
@@ -867,7 +877,7 @@ class FlightController:
             if landed_disarmed:
                 if self._abort == "rtl" and airborne:
                     return "aborted", "returned to launch and landed", min_pct
-                if last_item_seen and (airborne or s.mission_current >= n - 1):
+                if last_item_seen:
                     if self._abort == "station":
                         return "aborted", f"diverted and landed at {current.to_id}", min_pct
                     return "completed", f"landed at {current.to_id}", min_pct

@@ -361,3 +361,36 @@ def test_live_progress_line_on_a_terminal(net, prof):
             assert "\r\x1b[2Kflight 1/2 D->S: MISSION  item 2/5  alt 1460 m  battery 87%  in air" in out
         else:
             assert out.count("\n") == 1
+
+
+async def test_pause_and_resume(make_sim_vehicle, fly_net, fly_prof, swap_plan):
+    """Pause holds position (HOLD confirmed from telemetry), resume continues the mission;
+    the async event iterator sees the same stream as the callback."""
+    vehicle = await _vehicle(make_sim_vehicle, fly_net, fly_prof)
+    flight = m.build_checked_missions(swap_plan, fly_net, fly_prof)[0]          # D -> S
+    async with fl.FlightController(vehicle.url, fly_prof, TEST_CONFIG) as controller:
+        seen: list[str] = []
+
+        async def collect():
+            async for event in controller.events():
+                seen.append(event.kind)
+
+        collector = asyncio.create_task(collect())
+        await controller.wait_healthy()
+        task = asyncio.create_task(controller.fly(flight, 0))
+        await controller.wait_for(lambda: controller.state.mission_current >= 2
+                                  and _distance_to(vehicle, fly_net.nodes["D"]) > 200, 30.0, "cruise")
+        await controller.pause()
+        assert controller.state.flight_mode == "HOLD" and vehicle.model.mode.name == "HOLD"
+        held = _distance_to(vehicle, fly_net.nodes["D"])
+        await asyncio.sleep(20.0 / FAST)                                        # 20 simulated seconds
+        assert _distance_to(vehicle, fly_net.nodes["D"]) == pytest.approx(held, abs=15.0)
+        assert not task.done()
+        await controller.resume()
+        assert controller.state.flight_mode == "MISSION"
+        report = await task
+        await controller.close()
+        await collector
+    assert report.result == "completed"
+    assert _distance_to(vehicle, fly_net.nodes["S"]) < 5.0
+    assert "completed" in seen and "mode" in seen and seen.count("status") >= 4
