@@ -754,21 +754,31 @@ class Planner:
                 return min(direct[p][v] + ret_extra[p], self._via_bound(q, p)[v])
             return direct[p][v]
 
+        # The first leg from an origin that can recharge, flown with a partial battery, has leg
+        # start FIRST (not the origin's index): like any leg it cannot land where it took off,
+        # and unlike other legs that is a real loss (a later leg may land at the origin for a
+        # full pack, which no earlier ground state offers), so its labels never dominate others.
+        o = q.origin
+        FIRST = n if (q.battery_start_wh < cap and rech[o]) else o
+
         def offer(v: int, p: int, c: float, b: float, s: int, parent: int, ev: int, f: float) -> None:
             """Add a label unless dominated (same node and phase); push it on the heap."""
-            canland = v != s or not landable[p][v]
+            canland = v != (o if s == FIRST else s) or not landable[p][v]
             key = v + p * n
             bucket = buckets.get(key)
             if bucket is None:
                 buckets[key] = bucket = []
-            cost, batt, cl, alive = L.cost, L.batt, L.canland, L.alive
+            cost, batt, cl, st, alive = L.cost, L.batt, L.canland, L.start, L.alive
+            first = s == FIRST and FIRST == n
             for j in bucket:
-                if cost[j] <= c and batt[j] >= b and (cl[j] or not canland):
+                if (cost[j] <= c and batt[j] >= b and (cl[j] or not canland)
+                        and (st[j] != n or first)):
                     return
             if bucket:
                 keep = []
                 for j in bucket:
-                    if c <= cost[j] and b >= batt[j] and (canland or not cl[j]):
+                    if (c <= cost[j] and b >= batt[j] and (canland or not cl[j])
+                            and (not first or st[j] == n)):
                         alive[j] = False
                     else:
                         keep.append(j)
@@ -778,19 +788,19 @@ class Planner:
             heapq.heappush(heap, (f, lid))
 
         def take_off(v: int, p: int, c: float, ground_b: float, parent: int, ev: int,
-                     up_wh: float, up_cost: float) -> None:
+                     up_wh: float, up_cost: float, start: int) -> None:
             """Record a ground state (for explanations) and fly on from it if worthwhile."""
             b = ground_b - up_wh
-            gid = L.add(v, p, c + up_cost, b, v, False, parent, ev)
+            gid = L.add(v, p, c + up_cost, b, start, False, parent, ev)
             L.alive[gid] = False          # a record only; the search uses the copy below
             grounds.append((gid, ground_b))
             if b - lb[p][v] >= floor:
                 f = c + up_cost + bound(v, p, b)
                 if f < best:
-                    offer(v, p, c + up_cost, b, v, parent, ev, f)
+                    offer(v, p, c + up_cost, b, start, parent, ev, f)
 
-        take_off(q.origin, _LOADED, 0.0, q.battery_start_wh, -1, _EV_START, loaded.takeoff_wh,
-                 loaded.takeoff_s if time_obj else loaded.takeoff_wh)
+        take_off(o, _LOADED, 0.0, q.battery_start_wh, -1, _EV_START, loaded.takeoff_wh,
+                 loaded.takeoff_s if time_obj else loaded.takeoff_wh, FIRST)
 
         while heap:
             f, lid = heapq.heappop(heap)
@@ -815,7 +825,7 @@ class Planner:
                         if nb >= floor:
                             nc = c + (q.drop_s + hover_s if time_obj else q.drop_wh + q.hover_wh)
                             take_off(u, _EMPTY, nc, nb, lid, _EV_DELIVER, q.resume_wh,
-                                     q.resume_s if time_obj else q.resume_wh)
+                                     q.resume_s if time_obj else q.resume_wh, u)
                 elif p == _EMPTY and u in returns:
                     nb = b - empty.land_wh
                     if nb >= floor:
@@ -834,7 +844,7 @@ class Planner:
                         else:
                             nc = c + ph.land_wh
                             up = ph.takeoff_wh
-                        take_off(u, p, nc, cap, lid, _EV_RECHARGE, ph.takeoff_wh, up)
+                        take_off(u, p, nc, cap, lid, _EV_RECHARGE, ph.takeoff_wh, up, u)
             # -- corridors -----------------------------------------------------------------
             costs_p, wh_p, lb_p = edge_cost[p], edge_wh[p], lb[p]
             need_p, direct_p, via_p = need[p], direct[p], q.via[p]

@@ -589,15 +589,16 @@ def test_adding_a_corridor_never_makes_the_optimum_worse(seed, pair, objective, 
             assert plan_cost(after, objective) <= plan_cost(before, objective) * (1 + 1e-12)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=network_seeds, payload=st.sampled_from([0.0, 1.5]), method=st.sampled_from(["gripper", "land"]),
-       objective=st.sampled_from(["time", "energy"]), cap=st.floats(min_value=80, max_value=160))
-def test_random_requests_match_brute_force(seed, payload, method, objective, cap):
+       objective=st.sampled_from(["time", "energy"]), cap=st.floats(min_value=80, max_value=160),
+       origin=st.sampled_from(["D", "S0", "S1"]), pct=st.sampled_from([100.0, 90.0, 75.0, 60.0]))
+def test_random_requests_match_brute_force(seed, payload, method, objective, cap, origin, pct):
     net = parse_network(random_network_dict(seed))
     profile = make_profile(battery_capacity_wh=cap, delivery_method=method)
     for dest in ("P0", "P2"):
-        plan = Planner(net, profile).plan("D", dest, payload, objective=objective)
-        expected = brute_force(net, profile, "D", dest, payload, objective=objective)
+        plan = Planner(net, profile).plan(origin, dest, payload, pct, objective=objective)
+        expected = brute_force(net, profile, origin, dest, payload, pct, objective=objective)
         assert plan.feasible == (not math.isinf(expected))
         if plan.feasible:
             assert plan_cost(plan, objective) == pytest.approx(expected, rel=1e-9)
@@ -624,3 +625,29 @@ def test_explanation_names_the_station_just_out_of_reach():
     assert "station 'S' (to recharge there)" in plan.reason
     hop = leg_cost(net, profile, ["D", "P", "S"], 1.0, Wind(), "ground", "land")[0]
     assert plan.shortfall_wh == pytest.approx(hop - (120.0 - 24.0))
+
+
+def _loop_back_network(y_m: float, d_m: float):
+    """O (depot) -- v (pad) 300 m east; station Y y_m north of v; station D d_m east of v."""
+    pos = {"O": (0.0, 0.0, 0.0), "v": (300.0, 0.0, 0.0), "Y": (300.0, y_m, 0.0), "D": (300.0 + d_m, 0.0, 0.0)}
+    feats = [node_feature("O", "depot", *pos["O"], swap_s=60.0), node_feature("v", "pad", *pos["v"]),
+             node_feature("Y", "station", *pos["Y"], "swap", swap_s=60.0),
+             node_feature("D", "station", *pos["D"], "swap", swap_s=60.0)]
+    feats += [corridor_feature("O", "v", pos), corridor_feature("v", "Y", pos), corridor_feature("v", "D", pos)]
+    return parse_network({"type": "FeatureCollection", "features": feats})
+
+
+@pytest.mark.parametrize("y_m,d_m,pct", [(2500, 4000, 80), (3000, 4500, 75), (3500, 4500, 85)])
+def test_partial_battery_may_come_back_to_the_origin_for_a_swap(y_m, d_m, pct):
+    """With a partial pack the only plan is O -> Y (swap) -> O (swap) -> D: the leg Y -> O must
+    not be pruned by the first leg's labels (which cannot land back at O)."""
+    net = _loop_back_network(y_m, d_m)
+    profile = make_profile(battery_capacity_wh=120.0)
+    for objective in ("time", "energy"):
+        plan = Planner(net, profile).plan("O", "D", 1.0, pct, objective=objective)
+        expected = brute_force(net, profile, "O", "D", 1.0, pct, objective=objective)
+        assert math.isfinite(expected)
+        assert plan.feasible, plan.reason
+        assert [(leg.from_id, leg.to_id) for leg in plan.legs] == [("O", "Y"), ("Y", "O"), ("O", "D")]
+        assert plan_cost(plan, objective) == pytest.approx(expected, rel=1e-9)
+        check_invariants(net, profile, plan, pct)
