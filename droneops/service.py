@@ -496,6 +496,8 @@ class FleetService:
                 continue
             busy.add(agent.id)
             agent.order_id = order.id
+            if flight is not None and flight.state == S.F_IN_FLIGHT:
+                agent.node = None  # somewhere along its route
             agent.task = self._start_job(agent, self._resume(agent, order.id, flight), f"resume-{order.id}")
             self._event("recovered", order_id=order.id, vehicle_id=agent.id, state=order.state)
         for flight in rec.open_flights:

@@ -1,0 +1,174 @@
+"""A small flat test network and helpers to run the fleet service against simulated vehicles
+and a real Mosquitto (tests/test_service.py, bench, demo checks).
+
+Network (ground 20 m AMSL everywhere, km east/north of 23.40 N 113.20 E)::
+
+    P1 (0, 2)                          P2 (10, 1)
+     |                                /
+     D (0, 0) ----------------- S (6, 0) ---------------------------- FAR (66, 0)
+     |
+    P3 (2, -3)
+
+``D`` depot and ``S`` station swap batteries in 60 s; ``P1``-``P3`` and ``FAR`` are pads
+(``FAR`` is out of a quad7's range: orders to it are rejected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+LAT0, LON0, GROUND_M = 23.40, 113.20, 20.0
+NODES = {  # id: (kind, east_km, north_km)
+    "D": ("depot", 0.0, 0.0), "S": ("station", 6.0, 0.0), "P1": ("pad", 0.0, 2.0),
+    "P2": ("pad", 10.0, 1.0), "P3": ("pad", 2.0, -3.0), "FAR": ("pad", 66.0, 0.0),
+}
+CORRIDORS = [("D", "P1"), ("D", "S"), ("S", "P2"), ("D", "P3"), ("S", "FAR")]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def lonlat(east_km: float, north_km: float) -> tuple[float, float]:
+    lat = LAT0 + north_km / 110.574
+    lon = LON0 + east_km / (111.320 * math.cos(math.radians(LAT0)))
+    return lon, lat
+
+
+def network_geojson() -> dict:
+    features = []
+    for nid, (kind, e, n) in NODES.items():
+        lon, lat = lonlat(e, n)
+        props = {"id": nid, "kind": kind, "name": nid}
+        if kind != "pad":
+            props.update(charging="swap", swap_s=60)
+        features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [lon, lat, GROUND_M]},
+                         "properties": props})
+    for a, b in CORRIDORS:
+        features.append({"type": "Feature", "geometry": {"type": "LineString", "coordinates": [
+            list(lonlat(*NODES[a][1:])), list(lonlat(*NODES[b][1:]))]},
+            "properties": {"kind": "corridor", "from": a, "to": b}})
+    return {"type": "FeatureCollection", "name": "service-test", "features": features}
+
+
+def write_network(path: Path) -> Path:
+    path.write_text(json.dumps(network_geojson()))
+    return path
+
+
+def service_toml(broker, network_path: Path, store_path: Path, vehicles: list[tuple[str, str, str]], *,
+                 time_scale: float, extra_service: str = "", extra_mqtt: str = "") -> str:
+    """A ``droneops serve`` config for the test broker (service account, fleet of the broker)."""
+    lines = ["[service]", f'network = "{network_path}"', 'vehicle = "quad7"', f'store = "{store_path}"',
+             f"time_scale = {time_scale}", extra_service,
+             "[mqtt]", f'host = "{broker.host}"', f"port = {broker.port}", f'fleet = "{broker.fleet}"',
+             'username = "droneops-service"', f'password = "{broker.users["droneops-service"]}"',
+             'client_id = "droneops-service-test"', "reconnect_min_s = 0.1", "reconnect_max_s = 1.0",
+             "keepalive_s = 5", extra_mqtt,
+             "[flight]", "connect_timeout_s = 20", "link_timeout_s = 3"]
+    for vid, url, home in vehicles:
+        lines += ["[[vehicles]]", f'id = "{vid}"', f'url = "{url}"', f'home = "{home}"']
+    return "\n".join(lines) + "\n"
+
+
+class ServiceProcess:
+    """``python -m droneops serve --config FILE`` as a child process (for kill -9 tests)."""
+
+    def __init__(self, config_path: Path, log_path: Path) -> None:
+        self.config_path = config_path
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "droneops", "serve", "--config", str(self.config_path),
+                                      "--log-level", "info"], stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=env, cwd=str(REPO))
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout_s: float = 20.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout_s)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        with contextlib.suppress(Exception):
+            self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+async def send(sub, topic: str, payload, *, response: bool = True) -> bytes:
+    """Publish a command through a :class:`mqtt_broker.Subscriber`'s client with a v5 response
+    topic under ``<prefix>/reply/<user>/`` and fresh correlation data; returns the correlation."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    corr = uuid.uuid4().bytes
+    props = Properties(PacketTypes.PUBLISH)
+    if response:
+        props.ResponseTopic = f"{sub.broker.prefix}/reply/{sub.user}/t"
+        props.CorrelationData = corr
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    await sub.client.publish(topic, data, qos=1, properties=props)
+    return corr
+
+
+async def reply_for(sub, corr: bytes, timeout_s: float = 20.0) -> dict:
+    root = f"{sub.broker.prefix}/reply/"
+    msg = await sub.wait_for(lambda m: m.topic.value.startswith(root) and m.properties is not None
+                             and getattr(m.properties, "CorrelationData", None) == corr, timeout_s)
+    return json.loads(msg.payload)
+
+
+async def order_state(sub, order_id: str, states: set[str], timeout_s: float = 60.0) -> dict:
+    """Wait for the retained order document to reach one of ``states``."""
+    topic = f"{sub.broker.prefix}/orders/{order_id}"
+    msg = await sub.wait_for(lambda m: m.topic.value == topic and m.payload
+                             and json.loads(m.payload).get("state") in states, timeout_s)
+    return json.loads(msg.payload)
+
+
+async def wait_until(predicate, timeout_s: float = 30.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class ArmCounter:
+    """Counts disarmed -> armed transitions of a simulated vehicle (how many times it flew)."""
+
+    def __init__(self, vehicle) -> None:
+        self.vehicle = vehicle
+        self.arms = 0
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        last = self.vehicle.model.armed
+        while True:
+            now = self.vehicle.model.armed
+            if now and not last:
+                self.arms += 1
+            last = now
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
