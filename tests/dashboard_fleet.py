@@ -12,10 +12,12 @@ browser test runs against the real service when it can.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import networkx as nx
 
@@ -255,3 +257,51 @@ class FakeFleet:
         self.link.set_retained(self.topics.order(oid), order)
         self.link.reply(cmd, {"ok": True, "order_id": oid, "state": "in_flight", "eta": eta})
         self.link.event("accepted", order_id=oid, vehicle_id=d.vehicle_id, to=order_cmd.to)
+
+
+# --- the real fleet service, in this process ------------------------------------------------------
+
+
+def real_service_available() -> bool:
+    """The fleet service, its config and the simulated vehicle are all in this checkout."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in
+               ("droneops.service", "droneops.config", "droneops.sim", "service_fixtures"))
+
+
+@contextlib.asynccontextmanager
+async def running_service(broker, tmp_path, vehicles, network, profile, *, time_scale: float):
+    """``droneops.service.FleetService`` in this process, as the service account of ``broker``,
+    flying ``vehicles`` [(vehicle_id, SimVehicle, home_node)]; waits until all are connected."""
+    from service_fixtures import write_network
+
+    from droneops.config import ServiceConfig, VehicleConfig
+    from droneops.service import FleetService
+
+    netfile = tmp_path / "net.geojson"
+    if getattr(network, "source", "") and Path(network.source).exists():
+        netfile = Path(network.source)
+    else:
+        write_network(netfile)
+    cfg = ServiceConfig(
+        network=str(netfile), vehicle="quad7", store_path=tmp_path / "fleet.db", time_scale=time_scale,
+        mqtt=MqttSettings(host=broker.host, port=broker.port, fleet=broker.fleet, username="droneops-service",
+                          password=broker.users["droneops-service"], client_id="svc-dashboard-test",
+                          reconnect_min_s=0.1, reconnect_max_s=0.5, keepalive_s=5),
+        vehicles=tuple(VehicleConfig(vid, v.url, home) for vid, v, home in vehicles),
+        flight={"connect_timeout_s": 20.0})
+    svc = FleetService(cfg, network=network, profile=profile)
+    stop = asyncio.Event()
+    task = asyncio.create_task(svc.run(stop))
+    await asyncio.wait_for(svc.ready.wait(), 20)
+    try:
+        deadline = time.monotonic() + 30
+        while sum(a.connected and a.link_up for a in svc.agents.values()) < len(vehicles):
+            if time.monotonic() > deadline:
+                raise AssertionError("simulated vehicles did not connect to the service in 30 s")
+            await asyncio.sleep(0.05)
+        yield svc
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

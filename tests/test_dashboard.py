@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("droneops.telemetry", reason="droneops.telemetry (fleet service MQTT layer) is not in this checkout")
 pytest.importorskip("mqtt_broker", reason="tests/mqtt_broker.py (Mosquitto harness) is not in this checkout")
 
-from dashboard_fleet import FakeFleet
+from dashboard_fleet import FakeFleet, real_service_available, running_service
 from droneops import cli
 from droneops.dashboard import (
     DashboardConfig,
@@ -38,7 +38,7 @@ from droneops.dashboard import (
     staleness,
 )
 from droneops.errors import UserError
-from droneops.network import load_network
+from droneops.network import load_network, parse_network
 from droneops.telemetry import Topics
 from mqtt_broker import USERS, Subscriber, jpayload, mosquitto  # noqa: F401  (fixture)
 
@@ -527,3 +527,38 @@ async def test_broker_outage_is_shown_and_the_feed_recovers(mosquitto, huadu):
         await sse.wait_for(lambda v: v["feed"]["connected"] and v["service"]["state"] == "online"
                            and all(veh["stale"] is None for veh in v["vehicles"].values()), timeout_s=30)
         assert fleet.link.connects >= 2
+
+
+@pytest.mark.mqtt
+@pytest.mark.skipif(not real_service_available(), reason="the fleet service (droneops.service) is not in this checkout")
+async def test_booking_through_the_real_fleet_service(mosquitto, tmp_path, make_sim_vehicle):
+    """Dashboard -> cmd/order -> droneops.service (planner, store, a simulated PX4 vehicle) ->
+    reply with ETA; the order is flown to completion and every step reaches the stream."""
+    from service_fixtures import network_geojson
+
+    from droneops.vehicle import load_vehicle
+
+    net = parse_network(network_geojson(), source="service-test")
+    speed = 60.0
+    v1 = await make_sim_vehicle(network=net, node="D", speed_factor=speed)
+    async with running_service(mosquitto, tmp_path, [("v1", v1, "D")], net, load_vehicle("quad7"), time_scale=speed), \
+            running_dashboard(mosquitto, net, station="D") as url, SseReader(url) as sse:
+        await sse.wait_for(lambda v: v["service"]["state"] == "online" and v["vehicles"]["v1"]["link"] == "up"
+                           and v["vehicles"]["v1"].get("e_m") is not None)
+        status, body = await post_order(url, {"to": "P1", "payload_kg": 1.0, "priority": 6})
+        assert status == 200 and body["accepted"], body
+        assert body["state"] == "planned" and body["eta"] > time.time() - 1 and body["order_id"].startswith("D-")
+        oid = body["order_id"]
+        # the drone flies: positions move on the stream, the order goes through its states
+        start = sse.view["vehicles"]["v1"]["n_m"]
+        await sse.wait_for(lambda v: v["orders"][oid]["state"] == "in_flight", timeout_s=60)
+        await sse.wait_for(lambda v: abs(v["vehicles"]["v1"]["n_m"] - start) > 200, timeout_s=60)
+        done = await sse.wait_for(lambda v: v["orders"][oid]["state"] == "completed" and v["orders"][oid],
+                                  timeout_s=90)
+        assert done["route"][0] == "D" and "P1" in done["route"] and done["concerns_station"]
+        kinds = {e["kind"] for e in sse.view["events"]}
+        assert {"accepted", "delivered", "completed"} <= kinds, kinds
+        # the planner's refusal comes back with its reason
+        status, body = await post_order(url, {"to": "FAR", "payload_kg": 1.0})
+        assert status == 200 and not body["accepted"] and body["code"] == "infeasible"
+        assert "unreachable" in body["reason"]

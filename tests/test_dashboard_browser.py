@@ -18,9 +18,9 @@ pytest.importorskip("droneops.telemetry", reason="droneops.telemetry (fleet serv
 pytest.importorskip("mqtt_broker", reason="tests/mqtt_broker.py (Mosquitto harness) is not in this checkout")
 
 from dashboard_cdp import Chromium, find_chromium
-from dashboard_fleet import FakeFleet
+from dashboard_fleet import FakeFleet, real_service_available, running_service
 from droneops.dashboard import DashboardConfig, serve
-from droneops.network import load_network
+from droneops.network import load_network, parse_network
 from mqtt_broker import USERS, free_port, mosquitto  # noqa: F401  (fixture)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
@@ -67,7 +67,9 @@ async def book(page, to: str, kg: float) -> str:
                                "(document.getElementById('book-result').textContent)", timeout_s=20)
 
 
-async def test_page_end_to_end(mosquitto, tmp_path):
+async def test_page_end_to_end_with_stand_in_fleet(mosquitto, tmp_path):
+    """Eight vehicles from the stand-in publisher on the Huadu network; also the page's own
+    connection dropping and coming back (the dashboard restarted on the same port)."""
     network = load_network("huadu")
     port = free_port()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -126,3 +128,54 @@ async def test_page_end_to_end(mosquitto, tmp_path):
             "vehicles": 8, "lag_samples": len(stats["lags"]),
             "lag_ms_median": sorted(stats["lags"])[len(stats["lags"]) // 2] if stats["lags"] else None,
             "frames": len(stats["frames"])}, indent=2))
+
+
+@pytest.mark.skipif(not real_service_available(), reason="the fleet service (droneops.service) is not in this checkout")
+async def test_page_with_real_service_and_simulated_vehicles(mosquitto, tmp_path, make_sim_vehicle):
+    """The real chain: page -> dashboard -> Mosquitto -> droneops.service -> simulated PX4
+    vehicles (MAVLink), and back. Station ``S`` (a swap station) watches a delivery from S."""
+    from service_fixtures import network_geojson
+
+    from droneops.vehicle import load_vehicle
+
+    net = parse_network(network_geojson(), source="service-test")
+    speed = 30.0
+    v1 = await make_sim_vehicle(network=net, node="D", speed_factor=speed, system_id=1)
+    v2 = await make_sim_vehicle(network=net, node="S", speed_factor=speed, system_id=2)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    async with dashboard_on(mosquitto, net, free_port(), station="S") as url, Chromium(1400, 900) as browser:
+        page = await browser.new_page(url)
+        async with running_service(mosquitto, tmp_path, [("v1", v1, "D"), ("v2", v2, "S")], net,
+                                   load_vehicle("quad7"), time_scale=speed) as svc:
+            await page.wait_for("document.querySelectorAll('#layer-drones .drone').length === 2")
+            await page.wait_for("document.getElementById('service-pill').textContent === 'service: online'")
+
+            text = await book(page, "P2", 1.5)
+            assert "accepted" in text and "ETA" in text, text
+            order_id = text.split()[1]
+            row = f"document.querySelector('#orders-body tr[data-id=\"{order_id}\"]')"
+            eta = await page.wait_for(f"(r => r && r.querySelector('td.eta').textContent)({row})")
+            assert ":" in eta or eta == "due", eta
+            # inbound to S (the drone lands back here) with a countdown; its route on the map
+            await page.wait_for(f"!!document.querySelector('#inbound-list li[data-id=\"{order_id}\"]')")
+            await page.wait_for(f"!!document.querySelector('#layer-routes polyline[data-order=\"{order_id}\"]')")
+            # the drone takes off and moves between two screenshots
+            await page.wait_for(f"(r => r && r.textContent.includes('in_flight'))({row})", timeout_s=60)
+            await asyncio.sleep(1.0)
+            first = json.loads(await page.evaluate(DRONE_POSITIONS))
+            await page.screenshot(ARTIFACTS / "real-1-in-flight.png")
+            await asyncio.sleep(1.5)
+            second = json.loads(await page.evaluate(DRONE_POSITIONS))
+            await page.screenshot(ARTIFACTS / "real-2-in-flight-later.png")
+            flying = svc.store.get_order(order_id).vehicle_id
+            assert first[flying] != second[flying], (first, second)
+
+            # the planner refuses an unreachable pad: its reason is on the page
+            text = await book(page, "FAR", 1.0)
+            assert text.startswith("Not booked") and "unreachable" in text, text
+
+        # the service stopped (a clean shutdown publishes "offline", as its last will would)
+        await page.wait_for(f"(t => t.includes('Fleet service OFFLINE') ? t : '')({BANNERS})")
+        await page.wait_for("[...document.querySelectorAll('#layer-drones .drone')].every(g => g.classList.contains('stale'))")
+        await page.screenshot(ARTIFACTS / "real-3-service-offline.png")
+        assert page.errors == [], page.errors

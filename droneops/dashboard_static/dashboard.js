@@ -155,7 +155,7 @@
       else if (n.kind === "station") el("rect", { x: -0.7, y: -0.7, width: 1.4, height: 1.4 }, g);
       else el("path", { d: "M0,-1.1 L1.1,0 L0,1.1 L-1.1,0 Z" }, g);
       const t = el("text", { x: 0.9, y: 0.45 }, g);
-      t.textContent = n.kind === "pad" ? n.name || n.id : `${n.name || n.id} (${n.id})`;
+      t.textContent = n.kind === "pad" || !n.name || n.name === n.id ? n.name || n.id : `${n.name} (${n.id})`;
       const title = el("title", {}, g);
       title.textContent = `${n.kind} ${n.id}: ${n.name} (charging: ${n.charging})`;
       markerEls.push([g, n.e_m, -n.n_m]);
@@ -329,9 +329,11 @@
       const li = h("li", stale ? "stale" : "");
       li.dataset.id = o.order_id;
       const cd = h("span", "countdown", etaText(o));
+      // the order's ETA is the delivery's: say so when the drone only lands here afterwards
+      cd.title = o.to === S.station ? "arrival here (delivery ETA)" : `delivery at ${nodeName(o.to)} (ETA); it lands here afterwards`;
       li.appendChild(cd);
       etaCells.push([cd, o.order_id]);
-      const what = o.to === S.station ? "delivery here" : "landing here";
+      const what = o.to === S.station ? "delivery here" : `lands here after delivering to ${nodeName(o.to)} (countdown: delivery)`;
       li.appendChild(h("div", null, `${o.vehicle_id || "drone not yet assigned"} · ${what}`));
       li.appendChild(h("div", null, `order ${o.order_id} · ${o.state}${stale ? " · STALE: " + stale : ""}`));
       ul.appendChild(li);
