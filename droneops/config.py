@@ -21,6 +21,7 @@
     password_env = "DRONEOPS_MQTT_PASSWORD"   # or password = "..." or password_file = "..."
     client_id = "droneops-service-huadu"
     telemetry_hz = 2.0
+    protocol = "5"                 # or "3.1.1" for brokers without MQTT v5 (no reply topics)
     ha_discovery = false
     [mqtt.tls]                     # optional
     ca_file = "ca.crt"
@@ -90,7 +91,7 @@ _SERVICE_KEYS = {"network", "vehicle", "store", "objective", "return_to", "wind"
                  "energy_watch", "energy_min_progress"}
 _MQTT_KEYS = {"host", "port", "fleet", "prefix", "username", "password", "password_env", "password_file",
               "client_id", "telemetry_hz", "keepalive_s", "reconnect_min_s", "reconnect_max_s",
-              "queue_limit", "ha_discovery", "ha_prefix", "tls"}
+              "queue_limit", "ha_discovery", "ha_prefix", "tls", "protocol"}
 _TLS_KEYS = {"ca_file", "cert_file", "key_file", "insecure"}
 _VEHICLE_KEYS = {"id", "url", "home"}
 
@@ -187,6 +188,9 @@ def parse_mqtt(data: dict, base: Path, where: str = "[mqtt]") -> MqttSettings:
             raise UserError(f"{where}.tls: cert_file and key_file go together")
         tls = TlsSettings(**files, insecure=_bool(t, "insecure", f"{where}.tls", False))
     port_default = 8883 if tls else 1883
+    protocol = str(data.get("protocol", "5"))
+    if protocol not in ("5", "3.1.1"):
+        raise UserError(f"{where}.protocol must be \"5\" or \"3.1.1\", got {data.get('protocol')!r}")
     return MqttSettings(
         host=_str(data, "host", where, "127.0.0.1"),
         port=_num(data, "port", where, port_default, 1, 65535, integer=True),
@@ -200,6 +204,7 @@ def parse_mqtt(data: dict, base: Path, where: str = "[mqtt]") -> MqttSettings:
         queue_limit=_num(data, "queue_limit", where, 10_000, 10, 10_000_000, integer=True),
         ha_discovery=_bool(data, "ha_discovery", where, False),
         ha_prefix=_str(data, "ha_prefix", where, "homeassistant"),
+        protocol=5 if protocol == "5" else 4,
     )
 
 

@@ -77,6 +77,9 @@ ORDER_REPUBLISH_S = 24 * 3600.0
 CRUISE_FROM_ITEM = 2
 #: MAVLink command numbers used to find the drop in a mission.
 MAV_CMD_DO_GRIPPER = 211
+#: Vehicles one service process can fly: every FlightController is a MAVSDK instance, and
+#: MAVSDK 4.1 corrupts memory past 16 instances per process (see droneops.sim.MAX_VEHICLES_PER_PROCESS).
+MAX_VEHICLES_PER_SERVICE = 16
 
 _IN_AIR = frozenset({"TAKING_OFF", "IN_AIR", "LANDING"})
 
@@ -301,6 +304,9 @@ class FleetService:
         from droneops.planner import Planner
         from droneops.vehicle import load_vehicle
 
+        if len(config.vehicles) > MAX_VEHICLES_PER_SERVICE:
+            raise UserError(f"{len(config.vehicles)} vehicles: one service process flies at most "
+                            f"{MAX_VEHICLES_PER_SERVICE} (MAVSDK 4.1 limit); run one service per group of vehicles")
         self.config = config
         self.network = network if network is not None else load_network(config.network)
         self.profile = profile if profile is not None else load_vehicle(config.vehicle)
@@ -1150,7 +1156,8 @@ class FleetService:
         try:
             oc = parse_order_command(cmd.payload, self.limits)
         except CommandError as err:
-            self._reject(cmd, "order", err)
+            oid = _peek_order_id(cmd.payload)
+            self._reject(cmd, "order", err, **({"order_id": oid} if oid else {}))
             return
         order_id = oc.order_id or f"o-{uuid.uuid4().hex[:12]}"
         try:
@@ -1239,6 +1246,18 @@ class FleetService:
             return
         self.link.reply(cmd, body)
         self._event("vehicle_command", vehicle_id=agent.id, action=vc.action, order_id=agent.order_id)
+
+
+def _peek_order_id(payload: bytes) -> str | None:
+    """The ``order_id`` of a command that failed validation, when it is itself a valid id (lets
+    MQTT 3.1.1 clients, which get no reply topic, match the rejection event). Never raises."""
+    from droneops.telemetry import ID_PATTERN, decode_command
+
+    try:
+        oid = decode_command(payload).get("order_id")
+    except CommandError:
+        return None
+    return oid if isinstance(oid, str) and ID_PATTERN.fullmatch(oid) else None
 
 
 class _NoMission:

@@ -356,11 +356,12 @@ def dumps(obj: Any) -> bytes:
 
 
 def plan_summary(plan: dict | None) -> dict | None:
-    """The plan part of an order topic: legs (from, to, distance_m, duration_s, energy_wh),
-    stops, totals. ``plan`` is ``Plan.to_json()``."""
+    """The plan part of an order topic: legs (from, to, nodes, distance_m, duration_s,
+    energy_wh), stops, totals. ``plan`` is ``Plan.to_json()``. A leg's ``nodes`` (the node ids
+    it flies through) let dashboards draw the route."""
     if not plan:
         return None
-    legs = [{k: leg.get(k) for k in ("from", "to", "distance_m", "duration_s", "energy_wh",
+    legs = [{k: leg.get(k) for k in ("from", "to", "nodes", "distance_m", "duration_s", "energy_wh",
                                       "battery_end_wh", "reserve_wh")} for leg in plan.get("legs", [])]
     totals = plan.get("totals", {})
     return {"feasible": plan.get("feasible"), "origin": plan.get("origin"),
@@ -445,6 +446,8 @@ class MqttSettings:
     ``telemetry_hz``: highest rate of each vehicle's ``telemetry`` topic, Hz.
     ``reconnect_min_s``/``reconnect_max_s``: exponential backoff bounds between attempts, s.
     ``queue_limit``: non-retained messages kept while the broker is unreachable (oldest dropped).
+    ``protocol``: 5 (MQTT v5, default: replies to v5 response topics) or 4 (MQTT 3.1.1, for
+    brokers without v5 such as the demo's embedded amqtt: replies then go out only as events).
     """
 
     host: str = "127.0.0.1"
@@ -462,6 +465,7 @@ class MqttSettings:
     queue_limit: int = 10_000
     ha_discovery: bool = False
     ha_prefix: str = "homeassistant"
+    protocol: int = 5
 
     @property
     def topic_prefix(self) -> str:
@@ -615,14 +619,17 @@ class MqttLink:
         from paho.mqtt.properties import Properties
 
         s = self.settings
-        will_props = Properties(PacketTypes.WILLMESSAGE)
-        will_props.ContentType = "application/json"
+        v5 = s.protocol == 5
+        will_props = None
+        if v5:
+            will_props = Properties(PacketTypes.WILLMESSAGE)
+            will_props.ContentType = "application/json"
         will = aiomqtt.Will(self.topics.service_status,
                             dumps(status_payload("offline", s.fleet, reason="connection lost")),
                             qos=1, retain=True, properties=will_props)
         return aiomqtt.Client(
-            s.host, s.port, username=s.username, password=s.password,
-            identifier=s.client_id, protocol=aiomqtt.ProtocolVersion.V5, will=will,
+            s.host, s.port, username=s.username, password=s.password, identifier=s.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311, will=will,
             keepalive=s.keepalive_s, timeout=10.0,
             tls_context=s.tls.context() if s.tls else None,
             max_queued_incoming_messages=1000,
@@ -701,7 +708,8 @@ class MqttLink:
             while self._queue and not self._dirty:
                 msg = self._queue[0]
                 props = None
-                if msg.correlation_data is not None or msg.topic.startswith(self.topics.reply_root):
+                if self.settings.protocol == 5 and (msg.correlation_data is not None
+                                                    or msg.topic.startswith(self.topics.reply_root)):
                     props = Properties(PacketTypes.PUBLISH)
                     props.ContentType = "application/json"
                     if msg.correlation_data is not None:
