@@ -401,3 +401,56 @@ async def test_kill9_mid_flight_then_restart_completes_once(mosquitto, tmp_path,
     with S.Store(tmp_path / "fleet.db") as db:
         assert db.counts() == {"completed": 1}
         assert len(db.flights()) == 1
+
+
+# --- droneops demo ------------------------------------------------------------------------------
+
+
+def test_demo_broker_url_and_summary():
+    from droneops.demo import FleetView, parse_broker, summary_table
+
+    assert parse_broker("mqtt://u:p%40ss@10.0.0.2:1884").__dict__ == {
+        "host": "10.0.0.2", "port": 1884, "username": "u", "password": "p@ss"}
+    assert parse_broker("localhost").port == 1883
+    for bad in ("http://x:1", "mqtt://:1883", "mqtt://h:99999"):
+        with pytest.raises(UserError):
+            parse_broker(bad)
+    view = FleetView("droneops/v1/demo")
+    order = {"state": "completed", "to": "P1", "payload_kg": 1.0, "vehicle_id": "v1",
+             "flights": [{"planned_energy_wh": 80.0, "used_energy_wh": 76.0}],
+             "history": [{"to": "received", "at": 100.0}, {"to": "completed", "at": 110.0}]}
+    view.apply("droneops/v1/demo/orders/a", json.dumps(order).encode())
+    view.apply("droneops/v1/demo/events", b'{"kind": "command_rejected", "order_id": "b", "message": "too heavy"}')
+    view.apply("droneops/v1/demo/events", b"not json")
+    rows, ok = summary_table(view, [{"order_id": "a", "to": "P1", "payload_kg": 1.0},
+                                    {"order_id": "b", "to": "P1", "payload_kg": 9.0}], speed_factor=60.0)
+    assert ok
+    assert "completed" in rows[2] and " 80 " in rows[2] and " 76 " in rows[2] and "10.0" in rows[2]
+    assert "invalid" in rows[3] and "too heavy" in rows[3]
+    assert "planned 80 Wh, used 76 Wh (-5.0 %)" in rows[-1]
+
+
+@pytest.mark.parametrize("broker_kind", ["embedded", "mosquitto"])
+async def test_demo_runs_to_completion(broker_kind, request, tmp_path):
+    """The demo end to end on the small test network: 2 vehicles, 2 orders (+1 invalid)."""
+    import io
+
+    from droneops.demo import DemoOptions, run_demo
+
+    netfile = write_network(tmp_path / "net.geojson")
+    broker_url = None
+    if broker_kind == "mosquitto":
+        broker = request.getfixturevalue("mosquitto")
+        broker_url = f"mqtt://droneops-service:{broker.users['droneops-service']}@{broker.host}:{broker.port}"
+    out, err = io.StringIO(), io.StringIO()
+    opts = DemoOptions(network=str(netfile), vehicles=2, orders=2, speed_factor=FAST, broker=broker_url,
+                       fleet="test", timeout_s=120, store=str(tmp_path / "demo.db"))
+    code = await run_demo(opts, out=out, err=err)
+    text = out.getvalue()
+    assert code == 0, text + err.getvalue()
+    states = [line.split()[4] for line in text.splitlines() if line.startswith("demo-")]
+    assert states == ["completed", "completed", "invalid"], text
+    assert "mosquitto_sub -h 127.0.0.1 -p" in text and "droneops/v1/test/#" in text
+    assert "demo t+" in err.getvalue() and "\x1b[" not in err.getvalue()   # not a TTY: summary lines
+    with S.Store(tmp_path / "demo.db") as db:
+        assert db.counts() == {"completed": 2}
