@@ -223,6 +223,35 @@ def nearest_node(network, lat_deg: float, lon_deg: float, tolerance_m: float = N
     return best
 
 
+class VehicleFeed:
+    """Publishes vehicle snapshots: the retained ``state`` topic on every change of a non-position
+    field and at least every ``state_interval_s`` while only the position moves; the ``telemetry``
+    topic (QoS 0, dropped while the broker is away) at most ``telemetry_hz`` per vehicle."""
+
+    def __init__(self, link: MqttLink, telemetry_hz: float, state_interval_s: float = STATE_INTERVAL_S) -> None:
+        self.link = link
+        self.min_telemetry_s = 0.9 / telemetry_hz   # 10 % slack: a source at exactly telemetry_hz is not halved
+        self.state_interval_s = state_interval_s
+        self._last: dict[str, tuple[dict, float, float]] = {}   # id -> (key fields, state at, telemetry at)
+
+    _POSITION = frozenset({"lat_deg", "lon_deg", "alt_amsl_m", "alt_rel_m", "timestamp", "groundspeed_mps"})
+
+    def publish(self, snap: VehicleSnapshot, *, force: bool = False, telemetry: bool = False,
+                now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        state = snap.state_json()
+        key = {k: v for k, v in state.items() if k not in self._POSITION}
+        last_key, state_at, tel_at = self._last.get(snap.vehicle_id, (None, -math.inf, -math.inf))
+        if force or key != last_key or now - state_at >= self.state_interval_s:
+            last_key, state_at = key, now
+            self.link.set_retained(self.link.topics.vehicle_state(snap.vehicle_id), state)
+        if telemetry and now - tel_at >= self.min_telemetry_s:
+            tel_at = now
+            self.link.publish(self.link.topics.vehicle_telemetry(snap.vehicle_id), snap.telemetry_json(),
+                              qos=0, droppable=True)
+        self._last[snap.vehicle_id] = (last_key, state_at, tel_at)
+
+
 # --- the vehicle agent ------------------------------------------------------------------------
 
 
@@ -246,9 +275,6 @@ class Agent:
     watch: EnergyWatch | None = None
     diverting: str | None = None
     landing_in_place: bool = False
-    last_state: dict | None = None
-    last_state_at: float = 0.0
-    last_tel_at: float = 0.0
     link_up: bool = False
     connect_task: asyncio.Task | None = None
 
@@ -327,6 +353,7 @@ class FleetService:
         self.time_scale = config.time_scale
         self.store: S.Store | None = None
         self.link: MqttLink | None = None
+        self.feed: VehicleFeed | None = None
         self.agents: dict[str, Agent] = {v.id: Agent(cfg=v) for v in config.vehicles}
         self.ready = asyncio.Event()
         self._wake = asyncio.Event()
@@ -344,6 +371,7 @@ class FleetService:
         self.store = S.Store(self.config.store_path)
         try:
             self.link = MqttLink(self.config.mqtt, on_command=self._on_command, status_extra=self._status_extra)
+            self.feed = VehicleFeed(self.link, self.config.mqtt.telemetry_hz)
             self.link.start()
             self._recover()
             self._publish_all_orders()
@@ -470,17 +498,7 @@ class FleetService:
 
     def _publish_vehicle(self, agent: Agent, *, force: bool = False, telemetry: bool = False) -> None:
         now = time.time()
-        snap = self._snapshot(agent, now)
-        state = snap.state_json()
-        key = {k: v for k, v in state.items() if k not in ("lat_deg", "lon_deg", "alt_amsl_m", "alt_rel_m",
-                                                          "timestamp", "groundspeed_mps")}
-        if force or key != agent.last_state or now - agent.last_state_at >= STATE_INTERVAL_S:
-            agent.last_state, agent.last_state_at = key, now
-            self.link.set_retained(self.link.topics.vehicle_state(agent.id), state)
-        if telemetry and now - agent.last_tel_at >= 0.9 / self.config.mqtt.telemetry_hz:
-            agent.last_tel_at = now
-            self.link.publish(self.link.topics.vehicle_telemetry(agent.id), snap.telemetry_json(),
-                              qos=0, droppable=True)
+        self.feed.publish(self._snapshot(agent, now), force=force, telemetry=telemetry, now=now)
 
     # --- restart recovery -------------------------------------------------------------------
 

@@ -111,6 +111,38 @@ def test_energy_watch_projection():
         assert not tight.must_divert(tight.update(reading, f, cruising=True)), f
 
 
+def test_vehicle_feed_rates():
+    from droneops.service import VehicleFeed
+    from droneops.telemetry import Topics, VehicleSnapshot
+
+    class Recorder:
+        topics = Topics("droneops/v1/t")
+
+        def __init__(self):
+            self.calls = []
+
+        def set_retained(self, topic, obj):
+            self.calls.append(("state", topic))
+
+        def publish(self, topic, obj, **kw):
+            self.calls.append(("tel", topic, kw["qos"], kw["droppable"]))
+
+    link = Recorder()
+    feed = VehicleFeed(link, telemetry_hz=2.0, state_interval_s=5.0)
+    snap = VehicleSnapshot("v1", link="up", status="busy", battery_pct=90.0, lat_deg=23.4, lon_deg=113.2)
+    feed.publish(snap, telemetry=True, now=100.0)
+    assert link.calls == [("state", "droneops/v1/t/vehicles/v1/state"),
+                          ("tel", "droneops/v1/t/vehicles/v1/telemetry", 0, True)]
+    snap.lat_deg = 23.41                                   # position only: no new state yet
+    feed.publish(snap, telemetry=True, now=100.2)          # telemetry faster than 2 Hz: skipped
+    feed.publish(snap, telemetry=True, now=100.5)
+    assert [c[0] for c in link.calls] == ["state", "tel", "tel"]
+    snap.battery_pct = 89.0                                # a state field: republished at once
+    feed.publish(snap, now=100.6)
+    feed.publish(snap, now=106.0)                          # position moved, interval passed
+    assert [c[0] for c in link.calls] == ["state", "tel", "tel", "state", "state"]
+
+
 def test_config_parsing_errors(tmp_path):
     base = {"service": {"network": "huadu"}, "mqtt": {"fleet": "huadu"},
             "vehicles": [{"id": "v1", "url": "udpin://127.0.0.1:14540", "home": "depot"}]}
