@@ -162,8 +162,8 @@ RETURN_ANY = "any"
 RETURN_ORIGIN = "origin"
 _KEY_CACHE_SIZE = 16
 """(payload, wind) cost tables kept per planner (one table: a few arrays of edge count)."""
-_ROW_CACHE_SIZE = 256
-"""Per-destination distance rows kept per planner."""
+_ROW_CACHE_SIZE = 64
+"""Distance rows memoised per (payload, wind) table (each a few arrays of node count)."""
 _EPS_WH = 1e-9
 """Tolerance of the reserve comparisons (floating-point noise only)."""
 
@@ -359,7 +359,8 @@ class Planner:
     (payload, wind): every edge's energy and time (one vectorised call into
     :mod:`droneops.energy`) and distance-to rows. A fleet service should keep one Planner per
     (network, profile) and call :meth:`plan` for each order; :func:`plan_delivery` is the
-    one-shot form.
+    one-shot form. The caches are bounded (LRU by key) and are not locked: use one Planner per
+    thread.
 
     >>> from droneops.network import load_network
     >>> from droneops.vehicle import load_vehicle
