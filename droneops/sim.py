@@ -34,13 +34,15 @@ MAVSDK 4.1 server-plugin gaps and how they are worked around (found in MAVSDK's 
 3. ``TelemetryServer.publish_home`` packs the altitude as ``alt * 1e-3`` instead of mm
    (``alt * 1e3``): the altitude is passed multiplied by :data:`HOME_ALT_SCALE` so that the
    wire value is right (``tests/test_sim.py`` checks the round trip end to end).
-4. ``MissionRawServer`` accepts every upload (no validation hook) and hands downloads back
-   verbatim. The outgoing-message interception rewrites downloaded items to PX4's frames
-   (0 -> 5, 3 -> 6); uploads PX4 would refuse (terrain frames 10/11, unknown commands) are
-   answered with PX4's MISSION_ACK error (the client gets ``UNSUPPORTED``) and the CRITICAL text
-   "IGN MISSION_ITEM: Invalid item" instead of the plugin's ACCEPTED, and the vehicle keeps
-   flying its previous mission. Gap: the plugin itself has already stored the refused items,
-   so a ``download_mission()`` after a refused upload returns those, not the previous mission.
+4. ``MissionRawServer`` accepts every upload (no validation hook; it stores the items before
+   anyone can object) and hands downloads back verbatim. The outgoing-message interception
+   rewrites downloaded items to PX4's frames (0 -> 5, 3 -> 6). Uploads PX4 would refuse
+   (terrain frames 10/11, unknown commands) are answered with PX4's MISSION_ACK error (the
+   client gets ``UNSUPPORTED``) and the CRITICAL text "IGN MISSION_ITEM: Invalid item" instead
+   of the plugin's ACCEPTED; the vehicle keeps flying its previous mission, and a short-lived
+   in-process ground station linked through MAVSDK ``raw://`` connections uploads the previous
+   items back into the plugin (~30 ms, :meth:`SimVehicle._restore_plugin`), so downloads return
+   the kept mission as on PX4.
 5. The plugin's MISSION_CURRENT has no ``total``/``mission_state`` and goes to ``seq = count``
    at the end: it is replaced by PX4's (seq stays at the last index, total = count, 65535
    before any upload), sent on change and at 1 Hz.
@@ -115,6 +117,7 @@ MAV_STATE_STANDBY = 3
 MAV_STATE_ACTIVE = 4
 MAV_STATE_CRITICAL = 5
 MAV_COMP_ID_AUTOPILOT1 = 1
+MAV_COMP_ID_MISSIONPLANNER = 190
 FORCE_DISARM_MAGIC = 21196           # ARM_DISARM param2 that forces (PX4 / MAVLink convention)
 MISSION_TOTAL_NONE = 65535           # MISSION_CURRENT.total before any upload (PX4)
 SLOW_TELEMETRY_HZ = 1.0              # SYS_STATUS, BATTERY_STATUS, GPS, EXTENDED_SYS_STATE, ... (sim time)
@@ -170,6 +173,13 @@ for _fn in ("mavsdk_unsubscribe_incoming_messages_json", "mavsdk_unsubscribe_out
 _lib.mavsdk_configuration_set_mav_type.argtypes = [ctypes.c_void_p, ctypes.c_uint8]
 _lib.mavsdk_configuration_set_mav_type.restype = None
 
+
+RESTORE_SYSTEM_ID = 250              # MAVLink system id of the in-process restoring ground station
+RESTORE_TIMEOUT_S = 5.0
+RESTORE_DRAIN_S = 0.2
+_MISSION_SERVER_SUCCESS = 1          # MissionRawServerResult
+_MISSION_SERVER_BUSY = 4
+_TRANSFER_STARTS = (b"MISSION_COUNT", b"MISSION_REQUEST_LIST", b"MISSION_CLEAR_ALL")
 
 # Fast paths of the message interception over MAVSDK's JSON (libmav writes keys sorted)
 _ITEM_KEYS = re.compile(rb'"command":(\d+),.*"frame":(\d+),.*"mission_type":(\d+),.*"seq":(\d+)')
@@ -257,6 +267,8 @@ class SimVehicle:
         self._last_count_type = simcore.MISSION_TYPE_MISSION
         self._plugin_items: dict[int, tuple[SimItem, ...]] = {0: (), 1: (), 2: ()}
         self._plugin_seq = 0
+        self._restoring = False
+        self._restore_task: asyncio.Task | None = None
         self._published: dict[str, object] = {}
         self._stopping = False
 
@@ -625,17 +637,19 @@ class SimVehicle:
                 loop.call_soon_threadsafe(fn, *args)
 
     def _on_incoming_mission(self, result, plan) -> None:
+        if int(result) == _MISSION_SERVER_BUSY:   # the plugin stored nothing
+            return
         items = tuple(_from_plugin_item(i) for i in plan.mission_items)
         mission_type = items[0].mission_type if items else self._last_count_type
-        self._plugin_items[mission_type] = items   # the plugin stores whatever it got
+        self._plugin_items[mission_type] = items   # the plugin stores whatever it got, even partial
         if mission_type == simcore.MISSION_TYPE_MISSION:
             self._plugin_seq = 0
-        if int(result) != 1:   # MissionRawServerResult.SUCCESS
-            log.info("%s: incomplete upload (result %s) ignored", self.name, result)
-            return
-        rejection = simcore.check_upload(items)
-        if rejection is not None:
-            log.info("%s: refused upload of mission type %d (item %d)", self.name, mission_type, rejection.seq)
+        if self._restoring:
+            return                                 # our own restore (or a transfer it held off)
+        if int(result) != _MISSION_SERVER_SUCCESS or simcore.check_upload(items) is not None:
+            log.info("%s: refused or incomplete upload of mission type %d (result %s): keeping the previous one",
+                     self.name, mission_type, result)
+            self._schedule_restore()
             return
         if mission_type == simcore.MISSION_TYPE_MISSION:
             self.model.load_mission(items)
@@ -646,6 +660,8 @@ class SimVehicle:
         self._publish_all(force=False)
 
     def _on_clear_all(self, mission_type: int) -> None:
+        if self._restoring:
+            return
         if mission_type in (simcore.MISSION_TYPE_MISSION, 255):
             self._plugin_items[0] = ()
             self.model.clear_mission()
@@ -657,11 +673,88 @@ class SimVehicle:
             self.model.load_rally(())
         self._publish_all(force=False)
 
-    def _on_set_current(self, seq: int) -> None:
+    def _on_set_current(self, seq: int, sysid: int) -> None:
         if seq < len(self._plugin_items[0]):
             self._plugin_seq = seq
-        if self.model.set_current(seq):
+        if sysid != RESTORE_SYSTEM_ID and self.model.set_current(seq):
             self._send_mission_current()
+
+    # --- restoring the plugin's copy after a refused upload -----------------------------------
+
+    def _model_items(self, mission_type: int) -> tuple[SimItem, ...]:
+        m = self.model
+        return {simcore.MISSION_TYPE_MISSION: m.mission, simcore.MISSION_TYPE_FENCE: m.fence,
+                simcore.MISSION_TYPE_RALLY: m.rally}[mission_type]
+
+    def _schedule_restore(self) -> None:
+        if self._restore_task is None or self._restore_task.done():
+            self._restore_task = asyncio.create_task(self._restore_plugin(), name=f"{self.name}-restore")
+            self._tasks.append(self._restore_task)
+
+    async def _restore_plugin(self) -> None:
+        """Upload the vehicle's current (accepted) items back into MissionRawServer.
+
+        MissionRawServer stores every upload, even one the vehicle refuses, and answers
+        downloads from that copy. A short-lived in-process ground station (system id
+        :data:`RESTORE_SYSTEM_ID`) linked to the vehicle through MAVSDK ``raw://`` connections
+        (no socket) uploads the previous items again and restores the current item, so that a
+        download returns what the vehicle flies, as on PX4. Meanwhile transfers from other
+        ground stations are held off (dropped; their MAVSDK retries them).
+        """
+        from mavsdk.asyncio.plugins.mission_raw import MissionRawAsync
+
+        if self._mavsdk is None:
+            return
+        self._restoring = True
+        helper = None
+        vehicle_raw = subscriptions = None
+        try:
+            # a ground station that stays silent until it has seen the vehicle
+            helper = Mavsdk(Configuration.create_manual(RESTORE_SYSTEM_ID, MAV_COMP_ID_MISSIONPLANNER, False))
+            vehicle, ground = self._mavsdk._mavsdk, helper._mavsdk
+            # Hand the bytes over on the event loop: calling one instance from the other's send
+            # callback deadlocks (each holds its own lock while sending). The helper's reader is
+            # subscribed before its link exists (MAVSDK warns) because it sends at once.
+            vehicle_raw = await self._mavsdk.add_any_connection("raw://")
+            subscriptions = (
+                vehicle.subscribe_raw_bytes_to_be_sent(lambda b: self._call_soon(_pass_bytes, ground, b)),
+                ground.subscribe_raw_bytes_to_be_sent(lambda b: self._call_soon(_pass_bytes, vehicle, b)))
+            await helper.add_any_connection("raw://")
+            self._send_heartbeat()
+            system = await helper.first_autopilot(RESTORE_TIMEOUT_S)
+            if system is None:
+                raise TimeoutError("the restoring ground station did not see the vehicle")
+            client = MissionRawAsync(system)
+            for mission_type in (simcore.MISSION_TYPE_MISSION, simcore.MISSION_TYPE_FENCE, simcore.MISSION_TYPE_RALLY):
+                items = self._model_items(mission_type)
+                if self._plugin_items[mission_type] == items:
+                    continue
+                raw_items = [_to_client_item(i) for i in items]
+                if mission_type == simcore.MISSION_TYPE_MISSION:
+                    if raw_items:
+                        await client.upload_mission(raw_items)
+                        if 0 < self.model.current_seq < len(raw_items):
+                            await client.set_current_mission_item(self.model.current_seq)
+                    else:
+                        await client.clear_mission()
+                elif raw_items:
+                    upload = client.upload_geofence if mission_type == simcore.MISSION_TYPE_FENCE \
+                        else client.upload_rally_points
+                    await upload(raw_items)
+                self._plugin_items[mission_type] = items
+        except Exception as exc:  # noqa: BLE001 - the vehicle flies on; only downloads are affected
+            log.warning("%s: could not restore the mission plugin's copy: %s", self.name, exc)
+        finally:
+            if helper is not None:
+                helper.destroy()            # silence the helper first ...
+            if vehicle_raw is not None and self._mavsdk is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(RESTORE_DRAIN_S)   # ... let replies already queued go out ...
+                if self._mavsdk is not None:
+                    await self._mavsdk.remove_connection(vehicle_raw)   # ... then cut the link
+            if subscriptions is not None and self._mavsdk is not None:
+                self._mavsdk._mavsdk.unsubscribe_raw_bytes_to_be_sent(subscriptions[0])
+            self._restoring = False
 
     def _on_command(self, name: str, sysid: int, compid: int, f: dict) -> None:
         """A COMMAND_LONG / COMMAND_INT taken from the link: act, then COMMAND_ACK."""
@@ -747,6 +840,8 @@ class SimVehicle:
                     return 1
                 self._call_soon(self._on_set_mode_message, msg.system_id, msg.component_id, f)
                 return 0
+            if self._restoring and msg.system_id != RESTORE_SYSTEM_ID and name in _TRANSFER_STARTS:
+                return 0     # hold off other ground stations' transfers while restoring
             if name == b"MISSION_COUNT":
                 f = json.loads(msg.fields_json)
                 mission_type = int(f.get("mission_type", 0))
@@ -766,7 +861,7 @@ class SimVehicle:
                     transfer.rejection = simcore.check_fields(seq, frame, command, mission_type)
             elif name == b"MISSION_SET_CURRENT":
                 f = json.loads(msg.fields_json)
-                self._call_soon(self._on_set_current, int(f.get("seq", 0)))
+                self._call_soon(self._on_set_current, int(f.get("seq", 0)), msg.system_id)
             return 1
         except Exception:  # noqa: BLE001 - never let an exception drop a message silently
             log.exception("%s: incoming interception failed", self.name)
@@ -1086,6 +1181,19 @@ def _from_plugin_item(i) -> SimItem:
     return SimItem(seq=i.seq, frame=i.frame, command=i.command, current=i.current, autocontinue=i.autocontinue,
                    param1=i.param1, param2=i.param2, param3=i.param3, param4=i.param4, x=i.x, y=i.y, z=i.z,
                    mission_type=i.mission_type)
+
+
+def _pass_bytes(mavsdk, data: bytes) -> None:
+    """Feed bytes into a ``raw://`` connection unless that instance is gone already."""
+    if mavsdk._handle:
+        mavsdk.pass_received_raw_bytes(data)
+
+
+def _to_client_item(i: SimItem):
+    from mavsdk.asyncio.plugins.mission_raw import MissionItem
+
+    return MissionItem(i.seq, i.frame, i.command, i.current, i.autocontinue, i.param1, i.param2, i.param3,
+                       i.param4, i.x, i.y, i.z, i.mission_type)
 
 
 def _mission_id(items: Sequence[SimItem]) -> int:

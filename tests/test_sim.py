@@ -346,10 +346,20 @@ async def test_refused_uploads_keep_previous_mission(sim_vehicle):
             with pytest.raises(MissionRawError) as err:
                 await gcs.mission.upload_mission(bad)
             assert err.value.result == MissionRawResult.UNSUPPORTED
+            back = await gcs.mission.download_mission()          # the previous mission is kept
+            assert len(back) == len(good) and all(same_item(a, b) for a, b in zip(good, back))
+        fence = [item(i, 5002, e, n, 0, frame=0, p1=3, mission_type=1) for i, (e, n) in
+                 enumerate([(300, 300), (400, 300), (400, 400)])]
+        await gcs.mission.upload_geofence(fence)
+        with pytest.raises(MissionRawError):
+            await gcs.mission.upload_geofence([item(0, 5002, 0, 0, 0, frame=11, p1=1, mission_type=1)])
+        assert len(await gcs.mission.download_geofence()) == 3
+        await gcs.mission.upload_mission(good[:3])                # a good upload right after works
+        assert len(await gcs.mission.download_mission()) == 3
         await asyncio.sleep(0.5)
         await texts.stop()
     assert any(s.text == "IGN MISSION_ITEM: Invalid item" and s.type.name == "CRITICAL" for s in texts.values)
-    assert [i.command for i in sim_vehicle.model.mission] == [i.command for i in good]
+    assert len(sim_vehicle.model.mission) == 3 and len(sim_vehicle.model.fence) == 3
 
 
 # --- over MAVLink: flying ---------------------------------------------------------------------
@@ -476,3 +486,23 @@ async def test_link_loss_and_reconnection(sim_vehicle):
             await asyncio.sleep(0.1)
         await changes.stop()
         assert sim_vehicle.link_up and await gcs.system.is_connected()
+
+
+async def test_takeoff_goto_and_land_actions(sim_vehicle):
+    async with ground_station(sim_vehicle.url) as gcs:
+        t = gcs.telemetry
+        await until(t.subscribe_health(), lambda h: h.is_armable)
+        await gcs.action.arm()
+        await gcs.action.takeoff()
+        await until(t.subscribe_position(), lambda p: p.relative_altitude_m > 2.0)
+        assert await until(t.subscribe_flight_mode(), lambda m: m == FlightMode.HOLD)   # after take-off
+        lat, lon = PLANE.to_latlon(60.0, 80.0)
+        await gcs.action.goto_location(lat, lon, GROUND0 + 12.0, math.nan)
+        await until(t.subscribe_position(), lambda p: math.dist(PLANE.to_en(p.latitude_deg, p.longitude_deg),
+                                                                (60.0, 80.0)) < 0.5)
+        await gcs.action.land()
+        assert await until(t.subscribe_flight_mode(), lambda m: m == FlightMode.LAND)
+        await until(t.subscribe_armed(), lambda a: not a, timeout_s=20)
+        pos = await until(t.subscribe_position())
+    assert math.dist(PLANE.to_en(pos.latitude_deg, pos.longitude_deg), (60.0, 80.0)) < 0.5
+    assert pos.relative_altitude_m == pytest.approx(0.0, abs=0.05)
