@@ -506,3 +506,60 @@ async def test_takeoff_goto_and_land_actions(sim_vehicle):
         pos = await until(t.subscribe_position())
     assert math.dist(PLANE.to_en(pos.latitude_deg, pos.longitude_deg), (60.0, 80.0)) < 0.5
     assert pos.relative_altitude_m == pytest.approx(0.0, abs=0.05)
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def test_cli_sim_prints_table_and_stops(capsys):
+    from droneops import cli
+    from droneops.sim import free_udp_port
+
+    base = free_udp_port()
+    rc = cli.main(["sim", "--network", "huadu", "--vehicle", sim_profile().name, "--vehicles", "3",
+                   "--at", "depot,shiling", "--base-port", str(base), "--speed-factor", "5", "--duration-s", "0.5"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "stopped" in err
+    rows = [line.split() for line in out.strip().splitlines()]
+    assert rows[0] == ["vehicle", "sysid", "url", "home"]
+    assert rows[1:] == [["v1", "1", f"udpin://127.0.0.1:{base}", "depot"],
+                        ["v2", "2", f"udpin://127.0.0.1:{base + 1}", "shiling"],
+                        ["v3", "3", f"udpin://127.0.0.1:{base + 2}", "depot"]]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--at", "nowhere"], "unknown node 'nowhere'"),
+    (["--vehicles", "0"], "--vehicles must be 1..254"),
+    (["--speed-factor", "0"], "--speed-factor must be > 0"),
+    (["--link-loss", "10"], "--link-loss wants START+DURATION"),
+    (["--wind", "fast"], "bad wind"),
+])
+def test_cli_sim_bad_input(capsys, args, message):
+    from droneops import cli
+
+    assert cli.main(["sim", "--network", "huadu", "--vehicle", sim_profile().name, *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+async def test_sharded_fleet_beyond_one_process():
+    import threading
+
+    from droneops.sim import MAX_VEHICLES_PER_PROCESS, FleetSpec, free_udp_port, run_sharded
+
+    count = MAX_VEHICLES_PER_PROCESS + 1          # two worker processes
+    base = free_udp_port()
+    spec = FleetSpec(vehicle=sim_profile().name, network="huadu", count=count, base_port=base, speed_factor=5)
+    shards = spec.shards()
+    assert sorted(s.count for s in shards) == [7, 8] and shards[1].first_index == shards[0].count
+    stop, ready = threading.Event(), threading.Event()
+    runner = asyncio.create_task(asyncio.to_thread(run_sharded, spec, stop.is_set, ready.set))
+    try:
+        await asyncio.wait_for(asyncio.to_thread(ready.wait, 60), 65)
+        async with ground_station(f"udpin://127.0.0.1:{base + count - 1}") as gcs:   # the last vehicle
+            assert await gcs.system.get_system_id() == count
+            assert (await until(gcs.telemetry.subscribe_health(), lambda h: h.is_armable)).is_armable
+    finally:
+        stop.set()
+        stats = await asyncio.wait_for(runner, 60)
+    assert sorted(s["vehicles"] for s in stats) == [7, 8]
