@@ -230,7 +230,7 @@ class VehicleFeed:
 
     def __init__(self, link: MqttLink, telemetry_hz: float, state_interval_s: float = STATE_INTERVAL_S) -> None:
         self.link = link
-        self.min_telemetry_s = 0.9 / telemetry_hz   # 10 % slack: a source at exactly telemetry_hz is not halved
+        self.min_telemetry_s = 0.8 / telemetry_hz   # slack: a jittery source at telemetry_hz is not thinned
         self.state_interval_s = state_interval_s
         self._last: dict[str, tuple[dict, float, float]] = {}   # id -> (key fields, state at, telemetry at)
 

@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import re
+import socket
 import ssl
 import time
 from collections import OrderedDict, deque
@@ -565,9 +566,15 @@ class MqttLink:
         if droppable and not self.connected.is_set():
             self.dropped += 1
             return
+        data = obj if isinstance(obj, bytes) else dumps(obj)
+        client = self._client
+        if (qos == 0 and correlation_data is None and client is not None and self.connected.is_set()
+                and not self._queue and not self._dirty):
+            # Fast path for telemetry: straight into paho's send queue (no writer-task hop).
+            if client._client.publish(topic, data, qos=0, retain=False).rc == 0:
+                return
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1
-        data = obj if isinstance(obj, bytes) else dumps(obj)
         self._queue.append(_Outgoing(topic, data, qos, False, correlation_data))
         self._wake.set()
 
@@ -632,7 +639,10 @@ class MqttLink:
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311, will=will,
             keepalive=s.keepalive_s, timeout=10.0,
             tls_context=s.tls.context() if s.tls else None,
-            max_queued_incoming_messages=1000,
+            max_queued_incoming_messages=1000, max_inflight_messages=1000,
+            # Small telemetry packets must not wait for Nagle's algorithm (up to ~40 ms with
+            # delayed ACKs once QoS 1 traffic shares the connection).
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             logger=logging.getLogger("droneops.mqtt.client"),
         )
 
@@ -691,6 +701,7 @@ class MqttLink:
                 log.exception("command handler failed on %s", cmd.topic)
 
     async def _writer(self, client: Any) -> None:
+        import aiomqtt
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
@@ -701,7 +712,15 @@ class MqttLink:
                 if data is None:
                     continue
                 try:
-                    await client.publish(topic, data, qos=1, retain=True)
+                    if topic == self.topics.service_status:
+                        await client.publish(topic, data, qos=1, retain=True)   # confirmed
+                    else:
+                        # Not awaited: paho keeps QoS 1 in flight itself; waiting for each PUBACK
+                        # would stall telemetry behind bursts of state. A lost connection marks
+                        # every retained topic dirty again, so nothing is lost for good.
+                        info = client._client.publish(topic, data, qos=1, retain=True)
+                        if info.rc != 0:
+                            raise aiomqtt.MqttCodeError(info.rc, "could not publish")
                 except BaseException:
                     self._dirty[topic] = None  # resend after reconnect
                     raise
@@ -714,7 +733,15 @@ class MqttLink:
                     props.ContentType = "application/json"
                     if msg.correlation_data is not None:
                         props.CorrelationData = msg.correlation_data
-                await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=False, properties=props)
+                if msg.qos == 0:
+                    # Telemetry: hand it to paho without waiting for the socket write (aiomqtt's
+                    # publish() would cost one event-loop round per message); paho writes its
+                    # queue as soon as the socket is writable.
+                    info = client._client.publish(msg.topic, msg.payload, qos=0, retain=False, properties=props)
+                    if info.rc != 0:
+                        raise aiomqtt.MqttCodeError(info.rc, "could not publish")
+                else:
+                    await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=False, properties=props)
                 self._queue.popleft()
             self._wake.clear()
             if not (self._dirty or self._queue):
