@@ -536,7 +536,7 @@ class SimVehicle:
         sats = 12 if m.healthy else 0
         self._telemetry.publish_raw_gps(
             RawGps(int(time.time() * 1e6), lat, lon, m.alt_m, 0.8, 1.2, ground_speed, m.heading_deg, m.alt_m,
-                   0.5, 0.8, 0.2, 1.0, math.nan), GpsInfo(sats, fix))
+                   0.5, 0.8, 0.2, 1.0, 0.0), GpsInfo(sats, fix))   # yaw 0: no GPS heading
         self._telemetry.publish_extended_sys_state(VtolState.MC, _SERVER_LANDED[m.landed])
         self._send_mission_current()
         if self.speed_factor > 1:
@@ -612,7 +612,7 @@ class SimVehicle:
             elif name == "BAT_LOW_THR":
                 value = c.arm_min_battery_pct / 100.0
             else:
-                value = self.model.mission_speed_mps
+                value = self.model.cruise_speed_mps
             self._params.provide_param_float(name, float(value))
         self._params.provide_param_int("NAV_DLL_ACT", 0)
         self._params.provide_param_int("MIS_COMMAND_TOUT", 0)
@@ -626,7 +626,8 @@ class SimVehicle:
         elif name == "BAT_LOW_THR":
             self.model.config = replace(self.model.config, arm_min_battery_pct=float(value) * 100.0)
         elif name == "MPC_XY_CRUISE" and value > 0:
-            self.model.mission_speed_mps = min(float(value), self.model.profile.max_speed_mps)
+            speed = min(float(value), self.model.profile.max_speed_mps)
+            self.model.cruise_speed_mps = self.model.mission_speed_mps = speed
 
     # --- MAVSDK callbacks (arrive on MAVSDK threads; handled on the event loop) ---------------
 

@@ -476,6 +476,7 @@ class VehicleModel:
         self.mission_uploaded = False
         self.current_seq = 0
         self.mission_finished = False
+        self.cruise_speed_mps = profile.cruise_speed_mps   # default mission speed [MPC_XY_CRUISE]
         self.mission_speed_mps = profile.cruise_speed_mps
         self._events: list[ItemReached | StatusText] = []
         self._preflight_disarm_at: float | None = None
@@ -641,6 +642,7 @@ class VehicleModel:
         self.mission_uploaded = True
         self.current_seq = 0
         self.mission_finished = False
+        self.mission_speed_mps = self.cruise_speed_mps   # DO_CHANGE_SPEED lasts one mission
         self._reset_item()
         if self.mode == FlightMode.MISSION and self.armed and not self.mission:
             self.mode = FlightMode.HOLD

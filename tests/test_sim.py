@@ -563,3 +563,17 @@ async def test_sharded_fleet_beyond_one_process():
         stop.set()
         stats = await asyncio.wait_for(runner, 60)
     assert sorted(s["vehicles"] for s in stats) == [7, 8]
+
+
+async def test_px4_parameters(sim_vehicle):
+    from mavsdk.asyncio.plugins.param import ParamAsync
+
+    async with ground_station(sim_vehicle.url) as gcs:
+        assert await gcs.action.get_return_to_launch_altitude() == pytest.approx(30.0)
+        await gcs.action.set_return_to_launch_altitude(45.0)
+        params = ParamAsync(gcs.system)
+        await params.set_param_float("MPC_XY_CRUISE", 6.5)
+        assert await params.get_param_float("MPC_XY_CRUISE") == pytest.approx(6.5)
+        await asyncio.sleep(0.2)
+    assert sim_vehicle.model.config.rtl_return_alt_m == pytest.approx(45.0)
+    assert sim_vehicle.model.cruise_speed_mps == pytest.approx(6.5)
