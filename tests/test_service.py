@@ -68,8 +68,13 @@ def test_plan_json_round_trip_and_time_to_drop(net, quad7):
 
 
 def test_recharge_time(net, quad7):
+    import dataclasses
+
     assert recharge_time_s(net.nodes["S"], quad7, 100.0) == 60.0
     assert recharge_time_s(net.nodes["P1"], quad7, 100.0) == 0.0
+    charger = dataclasses.replace(net.nodes["S"], charging="charge", swap_s=None, charge_power_w=1000.0)
+    # 555 Wh pack at 255 Wh: 300 Wh at 1 kW = 18 min
+    assert recharge_time_s(charger, quad7, 255.0) == pytest.approx(1080.0)
 
 
 def test_route_progress(net, quad7):
@@ -193,14 +198,14 @@ def test_serve_cli_bad_config_is_one_line(tmp_path, capsys):
 
 
 @contextlib.asynccontextmanager
-async def running(broker, tmp_path, vehicles, net, quad7, **service_kw):
+async def running(broker, tmp_path, vehicles, net, quad7, mqtt_kw=None, **service_kw):
     """The service in this process for ``vehicles`` [(id, SimVehicle, home)]."""
     netfile = write_network(tmp_path / "net.geojson")
     cfg = ServiceConfig(
         network=str(netfile), vehicle="quad7", store_path=tmp_path / "fleet.db",
         mqtt=MqttSettings(host=broker.host, port=broker.port, fleet=broker.fleet, username="droneops-service",
                           password=broker.users["droneops-service"], client_id="svc-test",
-                          reconnect_min_s=0.1, reconnect_max_s=0.5, keepalive_s=5),
+                          reconnect_min_s=0.1, reconnect_max_s=0.5, keepalive_s=5, **(mqtt_kw or {})),
         vehicles=tuple(VehicleConfig(vid, v.url, home) for vid, v, home in vehicles),
         flight={"connect_timeout_s": 20.0}, **{"time_scale": SPEED, **service_kw})
     svc = FleetService(cfg, network=net, profile=quad7)
@@ -275,10 +280,16 @@ async def test_orders_flown_to_completion(mosquitto, tmp_path, make_sim_vehicle,
 async def test_rejections_fuzz_acl_and_broker_restart(mosquitto, tmp_path, make_sim_vehicle, net, quad7):
     v1 = await make_sim_vehicle(network=net, node="D", speed_factor=SPEED)
     p = mosquitto.prefix
-    async with running(mosquitto, tmp_path, [("v1", v1, "D")], net, quad7) as svc, \
+    async with running(mosquitto, tmp_path, [("v1", v1, "D")], net, quad7, mqtt_kw={"ha_discovery": True}) as svc, \
             Subscriber(mosquitto, "station-S01", f"{p}/#") as st, \
             Subscriber(mosquitto, "operator", f"{p}/reply/operator/#") as op:
         await connected(svc, 1)
+        # Home Assistant discovery (retained; readable by an account the ACL lets read homeassistant/#)
+        async with Subscriber(mosquitto, "droneops-service", "homeassistant/#", identifier="ha-reader") as ha_sub:
+            ha = await ha_sub.wait_for(lambda m: m.topic.value == "homeassistant/sensor/droneops_test_v1/battery/config")
+            assert ha.retain and jpayload(ha)["state_topic"] == f"{p}/vehicles/v1/state"
+            await ha_sub.wait_for(lambda m: m.topic.value
+                                  == "homeassistant/device_tracker/droneops_test_v1/position/config")
         # infeasible: rejected with the planner's reason, stored, retained
         r = await reply_for(st, await send(st, f"{p}/cmd/order", {"to": "FAR", "payload_kg": 1, "order_id": "far"}))
         assert not r["ok"] and r["state"] == "rejected" and "unreachable" in r["reason"]
