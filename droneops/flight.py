@@ -789,6 +789,29 @@ class FlightController:
         Returns the :class:`FlightReport`; raises :class:`PreflightError` (nothing was sent to
         fly) or :class:`FlightError` when the flight could not start or was lost.
         """
+        return await self._run(mission, index, preflight=preflight, attach=False)
+
+    async def attach(self, mission: FlightMission, index: int = 0) -> FlightReport:
+        """Follow a flight that is already under way (e.g. after the ground station restarted):
+        download the vehicle's mission (which also restores MAVSDK's progress totals), check it
+        is ``mission``, then follow it like :meth:`fly` until landed and disarmed. The report's
+        energy covers only what was seen after attaching. Raises :class:`FlightError` if the
+        vehicle holds another mission."""
+        return await self._run(mission, index, preflight=False, attach=True)
+
+    async def download_mission(self) -> list[MissionItem]:
+        """The mission items the vehicle holds now (PX4 reports frame 0 as 5)."""
+        from mavsdk.plugins.mission_raw import MissionRawError
+
+        try:
+            raw = await self._mission_raw.download_mission()
+        except MissionRawError as exc:
+            raise FlightError(f"mission download failed: {exc.result.name}") from None
+        return [MissionItem(seq=i.seq, frame=i.frame, command=i.command, current=i.current,
+                            autocontinue=i.autocontinue, param1=i.param1, param2=i.param2, param3=i.param3,
+                            param4=i.param4, x=i.x, y=i.y, z=i.z, mission_type=i.mission_type) for i in raw]
+
+    async def _run(self, mission: FlightMission, index: int, preflight: bool, attach: bool) -> FlightReport:
         async with self._busy:
             self._flight_index = index
             self._abort = None
@@ -797,13 +820,21 @@ class FlightController:
                                   planned_energy_wh=mission.planned_energy_wh,
                                   planned_duration_s=mission.planned_duration_s, items=len(mission.items))
             try:
-                if preflight:
-                    await self.preflight(mission)
-                await self.upload(mission)
+                if attach:
+                    diffs = compare_items(mission.items, await self.download_mission())
+                    if diffs:
+                        raise FlightError("the vehicle flies another mission: " + "; ".join(diffs[:3]))
+                    self._mission = mission
+                    self._emit("status", phase="attached", current=self.state.mission_current)
+                else:
+                    if preflight:
+                        await self.preflight(mission)
+                    await self.upload(mission)
                 start_pct = self.state.battery_pct
                 report.battery_start_pct = None if math.isnan(start_pct) else start_pct
                 t0 = time.monotonic()
-                await self.start()
+                if not attach:
+                    await self.start()
                 result, message, min_pct = await self._follow_flight(mission, t0)
                 report.duration_s = time.monotonic() - t0
                 report.result, report.message = result, message

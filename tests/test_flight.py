@@ -394,3 +394,24 @@ async def test_pause_and_resume(make_sim_vehicle, fly_net, fly_prof, swap_plan):
     assert report.result == "completed"
     assert _distance_to(vehicle, fly_net.nodes["S"]) < 5.0
     assert "completed" in seen and "mode" in seen and seen.count("status") >= 4
+
+
+async def test_attach_to_a_flight_in_progress(make_sim_vehicle, fly_net, fly_prof, swap_plan):
+    """A second ground station (a restarted service) attaches mid-flight and sees it complete."""
+    vehicle = await _vehicle(make_sim_vehicle, fly_net, fly_prof)
+    flights = m.build_checked_missions(swap_plan, fly_net, fly_prof)
+    flight = flights[0]
+    first = fl.FlightController(vehicle.url, fly_prof, TEST_CONFIG)
+    await first.connect()
+    await first.wait_healthy()
+    await first.upload(flight)
+    await first.start()
+    await first.wait_for(lambda: first.state.mission_current >= 2, 30.0, "cruise")
+    await first.close()                                     # the old ground station goes away
+    async with fl.FlightController(vehicle.url, fly_prof, TEST_CONFIG) as second:
+        await second.wait_healthy()
+        with pytest.raises(fl.FlightError, match="another mission"):
+            await second.attach(flights[1], 1)
+        report = await second.attach(flight, 0)
+    assert report.result == "completed" and report.landed_node == "S"
+    assert _distance_to(vehicle, fly_net.nodes["S"]) < 5.0
