@@ -31,8 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="droneops",
         description=(
             "Plan energy-safe drone deliveries over a village network and fly them through "
-            "PX4. Start with 'droneops network check missions/huadu.geojson' and "
-            "'droneops plan --help'."
+            "PX4. New here? 'droneops demo' runs the whole system on this machine; then try "
+            "'droneops plan --network missions/huadu.geojson --vehicle quad7 --from depot "
+            "--to P01' and 'droneops COMMAND --help'."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
