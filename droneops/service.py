@@ -1054,6 +1054,9 @@ class FleetService:
         except UserError as exc:
             log.info("order %s: cannot plan from %s: %s", order.id, origin, exc)
             return None
+        except Exception:  # a planner bug must not wedge the queue or the command handler
+            log.exception("order %s: planner failed from %s", order.id, origin)
+            return None
 
     def _origins(self, order: S.Order) -> list[str]:
         wanted = order.request.get("from")
@@ -1232,29 +1235,17 @@ class FleetService:
             elif vc.action == "resume":
                 await agent.controller.resume()
             elif vc.action == "abort":
-                if agent.order_id:
-                    order = self.store.get_order(agent.order_id)
-                    if order is not None and S.ABORTED in S.ORDER_TRANSITIONS[order.state]:
-                        self._transition(order.id, S.ABORTED, reason="aborted by operator")
-                        self._event("aborted", order_id=order.id, vehicle_id=agent.id, reason="operator")
                 agent.diverting = "operator_abort"
                 await agent.controller.abort("rtl")
+                self._abort_order(agent, "aborted by operator")
             elif vc.action == "return":
-                if agent.order_id:
-                    order = self.store.get_order(agent.order_id)
-                    if order is not None and S.ABORTED in S.ORDER_TRANSITIONS[order.state]:
-                        self._transition(order.id, S.ABORTED, reason="returned to a station by operator")
-                        self._event("aborted", order_id=order.id, vehicle_id=agent.id, reason="operator return")
                 await self._divert(agent, "operator")
+                self._abort_order(agent, "returned to a station by operator")
             elif vc.action == "land":
                 agent.diverting = "operator_land"
                 agent.landing_in_place = True
-                await agent.controller._action.land()
-                if agent.order_id:
-                    order = self.store.get_order(agent.order_id)
-                    if order is not None and S.ABORTED in S.ORDER_TRANSITIONS[order.state]:
-                        self._transition(order.id, S.ABORTED, reason="landed in place by operator")
-                        self._event("aborted", order_id=order.id, vehicle_id=agent.id, reason="operator land")
+                await agent.controller._action.land()   # FlightController has no land(): MAVSDK Action
+                self._abort_order(agent, "landed in place by operator")
         except CommandError as err:
             self._reject(cmd, "vehicle", err, vehicle_id=agent.id, action=vc.action)
             return
@@ -1264,6 +1255,15 @@ class FleetService:
             return
         self.link.reply(cmd, body)
         self._event("vehicle_command", vehicle_id=agent.id, action=vc.action, order_id=agent.order_id)
+
+    def _abort_order(self, agent: Agent, reason: str) -> None:
+        """The vehicle's order (if it may still be aborted) -> ``aborted`` with ``reason``."""
+        if not agent.order_id:
+            return
+        order = self.store.get_order(agent.order_id)
+        if order is not None and S.ABORTED in S.ORDER_TRANSITIONS[order.state]:
+            if self._transition(order.id, S.ABORTED, reason=reason) is not None:
+                self._event("aborted", order_id=order.id, vehicle_id=agent.id, reason=reason)
 
 
 def _peek_order_id(payload: bytes) -> str | None:
@@ -1280,7 +1280,3 @@ def _peek_order_id(payload: bytes) -> str | None:
 
 class _NoMission:
     delivery_node = None
-
-
-def new_order_id() -> str:
-    return f"o-{uuid.uuid4().hex[:12]}"
