@@ -379,7 +379,7 @@ async def test_energy_watch_diverts_and_flies_on(mosquitto, tmp_path, make_sim_v
         assert len(done["flights"]) >= 2
 
 
-async def test_operator_abort_returns_to_launch(mosquitto, tmp_path, make_sim_vehicle, net, quad7):
+async def test_operator_pause_resume_abort(mosquitto, tmp_path, make_sim_vehicle, net, quad7):
     v1 = await make_sim_vehicle(network=net, node="D", speed_factor=SPEED)
     p = mosquitto.prefix
     async with running(mosquitto, tmp_path, [("v1", v1, "D")], net, quad7) as svc, \
@@ -389,6 +389,11 @@ async def test_operator_abort_returns_to_launch(mosquitto, tmp_path, make_sim_ve
         await send(st, f"{p}/cmd/order", {"to": "P3", "payload_kg": 1.0, "order_id": "ab1"})
         await order_state(st, "ab1", {"in_flight"}, 30)
         await wait_until(lambda: v1.model.alt_m > 60, 30, "climb")
+        r = await reply_for(op, await send(op, f"{p}/cmd/vehicle/v1", {"action": "pause"}))
+        assert r["ok"] and r["order_id"] == "ab1"
+        assert svc.agents["v1"].controller.state.flight_mode == "HOLD"
+        r = await reply_for(op, await send(op, f"{p}/cmd/vehicle/v1", {"action": "resume"}))
+        assert r["ok"] and svc.agents["v1"].controller.state.flight_mode == "MISSION"
         r = await reply_for(op, await send(op, f"{p}/cmd/vehicle/v1", {"action": "abort"}))
         assert r["ok"] and r["action"] == "abort"
         done = await order_state(st, "ab1", {"aborted"}, 10)
