@@ -131,6 +131,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"sitl: starting {len(fleet)} PX4 instance(s) from {build} at speed factor {args.speed_factor:g}",
           file=sys.stderr)
     t0 = time.monotonic()
+    try:
+        return _serve(fleet, args, t0)
+    finally:
+        print("sitl: stopped", file=sys.stderr)
+
+
+def _serve(fleet, args: argparse.Namespace, t0: float) -> int:
+    """Start the fleet, print the table, run until Ctrl-C / --duration-s / an instance dies."""
     with fleet:
         rows = [v.describe() for v in fleet]
         if args.json:
@@ -150,7 +158,10 @@ def run(args: argparse.Namespace) -> int:
                     print(f"sitl: PX4 instance {v.instance} ({v.name}) exited:\n{v.console_tail(10)}",
                           file=sys.stderr)
                 return EXIT_FAILED
-            time.sleep(0.2)
+            try:
+                time.sleep(0.2)
+            except KeyboardInterrupt:
+                break
     return EXIT_OK
 
 
@@ -161,20 +172,20 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)   # even if started with SIGINT ignored
     try:
         code = run(args)
     except UserError as exc:
         print(f"python -m sitl: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("sitl: stopped", file=sys.stderr)
-        return EXIT_OK
+    except KeyboardInterrupt:          # during start-up: the instances already started were stopped
+        return 130
     except Exception as exc:  # Px4Error: the message carries the console tail
         print(f"python -m sitl: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print("sitl: stopped", file=sys.stderr)
+        signal.signal(signal.SIGINT, previous_int)
     return code
 
 

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -162,13 +163,14 @@ async def test_mission_upload_read_back_round_trip(flying_vehicle):
         with pytest.raises(fl.FlightError, match=r"mission upload failed: UNSUPPORTED.*Invalid item"):
             await controller.upload(dataclasses.replace(flight, items=tuple(bad_items)))
         assert controller.state.armed is False
+        # ... and keeps the previous mission. (Reading it back also waits for the simulator to
+        # restore its copy: a SimVehicle stopped during that restore hangs the event loop.)
+        assert m.compare_items(flight.items, await _download(controller)) == []
 
 
 @at("D")
-async def test_refused_upload_keeps_previous_mission(flying_vehicle, request):
-    if flying_vehicle.kind == "sim":
-        request.applymarker(pytest.mark.xfail(strict=True, reason="known simulator gap (droneops/sim.py, gap 4): MAVSDK's MissionRawServer has already "
-                     "stored the refused items, so a download returns them instead of the previous mission"))
+async def test_refused_upload_keeps_previous_mission(flying_vehicle):
+    """PX4 keeps its previous mission when it refuses an upload (the simulator restores it too)."""
     _, missions = _plan("P")
     flight = missions[1]
     async with fl.FlightController(flying_vehicle.url, PROFILE, CONFIG) as controller:
@@ -416,3 +418,42 @@ def test_cli_help_and_one_line_errors(tmp_path):
     assert bad_node.returncode == 2 and "nowhere" in bad_node.stderr and "Traceback" not in bad_node.stderr
     listed = _run_cli("--list-params", "--vehicle", "quad7", env_px4=None)
     assert listed.returncode == 0 and "COM_RC_IN_MODE" in listed.stdout and "SIM_BAT_DRAIN" in listed.stdout
+
+
+@pytest.mark.px4
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cli_starts_px4_and_stops_it_on_a_signal(sig, tmp_path):
+    try:
+        build = sitl_px4.find_build()
+    except sitl_px4.Px4NotFound as exc:
+        pytest.skip(str(exc))
+    proc = subprocess.Popen([sys.executable, "-m", "sitl", "--network", "huadu", "--at", "depot,shiling",
+                             "--speed-factor", "5", "--json", "--log-dir", str(tmp_path)],
+                            cwd=REPO, env={**os.environ, "PX4_DIR": str(build)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        rows = json.loads(line) if line.strip() else None
+        assert rows is not None, proc.stderr.read() if proc.poll() is not None else "no table printed"
+        assert [r["name"] for r in rows] == ["depot", "shiling"]
+        assert [r["system_id"] for r in rows] == [r["instance"] + 1 for r in rows]
+        assert all(r["url"] == f"udpin://127.0.0.1:{14540 + r['instance']}" for r in rows)
+        pids = [r["pid"] for r in rows]
+        assert all(_alive(pid) for pid in pids)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "sitl: stopped" in proc.stderr.read()
+    assert not any(_alive(pid) for pid in pids)
+    assert sorted(p.name for p in tmp_path.glob("px4-*.log")) == ["px4-0-depot.log", "px4-1-shiling.log"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
