@@ -18,6 +18,7 @@ from scipy.sparse.csgraph import dijkstra
 
 from droneops.energy import Wind, hover_power_w, segment_energy, speed_change_energy, vertical_energy
 from droneops.errors import UserError
+from droneops.mission import ALT_EPS_M
 from droneops.network import Network
 from droneops.vehicle import VehicleProfile
 
@@ -129,7 +130,14 @@ class Plan:
 #   fly the segments at cruise ground speed in the wind (``segment_energy``; where that would
 #   need more than ``max_speed_mps`` of airspeed the vehicle flies at max airspeed and makes
 #   less ground speed, see :func:`cruise_ground_speed`), change height to ground(v)+agl.
-#   Passing over a node without landing costs nothing extra.
+#   ground(n)+agl is node n's *transit height*. The mission changes height vertically over a
+#   node (mission.py), so the vehicle stops there: an edge whose cruise altitude differs from
+#   the transit height at an end is booked one full stop at that end (brake + re-accelerate,
+#   ``speed_change_energy``, energy and time, the largest over courses every 5 deg). The
+#   mission stops over a node flown through iff the two cruise altitudes differ, so then at
+#   least one edge pays: never less than flown, one stop more where both differ (and at a
+#   take-off/landing node), and the vertical moves via the transit height are never shorter
+#   than the direct change flown. Passing a node at transit height costs nothing extra.
 # * The payload is on board until the destination. There the leg ends with the drop:
 #   "land" = descent and landing with the payload; "gripper" = descent from cruise height to
 #   ``delivery_agl_m`` with the payload and the ``delivery_hover_s`` hover with the payload.
@@ -164,6 +172,8 @@ _KEY_CACHE_SIZE = 16
 """(payload, wind) cost tables kept per planner (one table: a few arrays of edge count)."""
 _ROW_CACHE_SIZE = 64
 """Distance rows memoised per (payload, wind) table (each a few arrays of node count)."""
+STOP_TRACKS_DEG = np.arange(72) * 5.0
+"""Courses (deg from north) over which the cost of a stop over a node is maximised."""
 _EPS_WH = 1e-9
 """Tolerance of the reserve comparisons (floating-point noise only)."""
 
@@ -417,10 +427,15 @@ class Planner:
             cruise_wh = cruise_s = np.zeros(0)
         # height changes into and out of each corridor
         cruise_alt = topo.max_ground_m + np.minimum(agl, topo.cap_agl_m)
-        in_wh, in_s = self._vertical(payload_kg, cruise_alt - (topo.ground_m[topo.src] + agl), wind)
-        out_wh, out_s = self._vertical(payload_kg, (topo.ground_m[topo.dst] + agl) - cruise_alt, wind)
-        edge_wh = cruise_wh + in_wh + out_wh
-        edge_s = cruise_s + in_s + out_s
+        in_dh = cruise_alt - (topo.ground_m[topo.src] + agl)
+        out_dh = (topo.ground_m[topo.dst] + agl) - cruise_alt
+        in_wh, in_s = self._vertical(payload_kg, in_dh, wind)
+        out_wh, out_s = self._vertical(payload_kg, out_dh, wind)
+        # a height change over a node is flown vertically (droneops.mission): the vehicle brakes
+        # to a stop there and accelerates again; booked once per edge end that changes height
+        stop_wh, stop_s = self._node_stops(payload_kg, wind, in_dh, out_dh)
+        edge_wh = cruise_wh + in_wh + out_wh + stop_wh
+        edge_s = cruise_s + in_s + out_s + stop_s
         bad = ~(np.isfinite(edge_wh) & np.isfinite(edge_s))
         edge_wh[bad] = math.inf
         edge_s[bad] = math.inf
@@ -438,6 +453,35 @@ class Planner:
             takeoff_s=idle_s + _scalar(climb_s) + p.transition_hover_s + accel_s,
             land_wh=_scalar(land_wh) + idle_wh, land_s=_scalar(land_s) + idle_s,
             rev_wh=self._reversed(edge_wh, bad), rev_s=self._reversed(edge_s, bad))
+
+    def _node_stops(self, payload_kg: float, wind: Wind, in_dh_m: np.ndarray, out_dh_m: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per edge: energy (Wh) and time (s) of the stops over its end nodes.
+
+        An edge whose cruise altitude differs from a node's transit height (ground + the
+        profile's ``cruise_agl_m``) by more than half of :data:`droneops.mission.ALT_EPS_M`
+        is booked one full stop at that end (:meth:`_stop_cost`). The mission stops over a
+        node flown through exactly when the two corridors' cruise altitudes differ, and then
+        at least one of them differs from the transit height, so this is an upper bound that
+        each edge knows on its own (additive): exact where one corridor arrives or leaves at
+        transit height, one stop too many where both differ (a node lower than both
+        corridors' highest ground), and one at a take-off/landing node whose first/last
+        corridor is not flown at transit height (the vehicle is at rest there anyway).
+        """
+        stop_wh, stop_s = self._stop_cost(payload_kg, wind)
+        tol = ALT_EPS_M / 2.0
+        ends = (np.abs(in_dh_m) > tol).astype(float) + (np.abs(out_dh_m) > tol)
+        return ends * stop_wh, ends * stop_s
+
+    def _stop_cost(self, payload_kg: float, wind: Wind) -> tuple[float, float]:
+        """Energy (Wh) and time (s) of one stop in flight: brake + re-accelerate
+        (:func:`speed_change_energy` at the cruise ground speed of the course), the largest
+        over :data:`STOP_TRACKS_DEG` (one figure per payload and wind: cheap, conservative)."""
+        speed, flyable = cruise_ground_speed(self.profile, STOP_TRACKS_DEG, wind)
+        wh, s, _ = speed_change_energy(self.profile, payload_kg, speed[flyable], STOP_TRACKS_DEG[flyable], wind)
+        if not np.size(wh):
+            return 0.0, 0.0
+        return float(np.max(wh)), float(np.max(s))
 
     def _reversed(self, weights: np.ndarray, bad: np.ndarray) -> csr_matrix:
         """The reversed graph weighted by ``weights``, without unflyable (``bad``) edges."""

@@ -464,6 +464,7 @@ class VehicleModel:
         self.power_w = 0.0
         self.armed = False
         self.mode = FlightMode.HOLD
+        self.mode_after_disarm = FlightMode.HOLD   # PX4: the last mode chosen that allows arming
         self.landed = LandedState.ON_GROUND
         self.failsafe = False      # a failsafe took over (geofence, emergency battery)
         self.home = Home(lat_deg, lon_deg, ground_alt_m)
@@ -593,12 +594,12 @@ class VehicleModel:
             if problem is not None:
                 self._text(SEVERITY_CRITICAL, problem)
                 return CommandResult(RESULT_ACCEPTED, problem)
-            self.mode = FlightMode.MISSION
+            self.mode = self.mode_after_disarm = FlightMode.MISSION
             if self.armed:
                 self._activate_mission()
             return ACCEPTED
         if mode == FlightMode.HOLD:
-            self.mode = FlightMode.HOLD
+            self.mode = self.mode_after_disarm = FlightMode.HOLD
             self._enter_hold()
             return ACCEPTED
         if mode == FlightMode.RETURN_TO_LAUNCH:
@@ -742,8 +743,12 @@ class VehicleModel:
         self._home_move_at = self.t_s + self.config.home_update_after_disarm_s
         if self.config.reset_on_disarm:
             self._battery_reset_at = self.t_s + self.config.battery_reset_after_disarm_s
-        if self.mode in (FlightMode.TAKEOFF, FlightMode.RETURN_TO_LAUNCH, FlightMode.LAND):
+        if self.mode == FlightMode.TAKEOFF:
             self.mode = FlightMode.HOLD
+        elif self.mode in (FlightMode.RETURN_TO_LAUNCH, FlightMode.LAND):
+            # PX4 v1.16 (commander UserModeIntention::onDisarm): back to the last mode the user
+            # chose that allows arming, e.g. MISSION after an RTL out of a mission.
+            self.mode = self.mode_after_disarm
         self._hold_target = None
         self._rtl_phase = ""
         self._takeoff_target_alt = None

@@ -2,17 +2,22 @@
 them through the pure simulated vehicle (:class:`droneops.simcore.VehicleModel`, no MAVLink),
 then compare the battery energy the simulated vehicle drew with the planner's energy.
 
-Both sides use :func:`droneops.energy.power_w`; they differ only in kinematics. Known residual
-(sim minus plan, +1..+3 % on the shipped networks):
+Both sides use :func:`droneops.energy.power_w`; they differ only in kinematics. The planner
+must never be optimistic: a simulated flight may draw at most ``UNDER_MARGIN`` (1 %) more than
+planned, and at most ``TOLERANCE`` (5 %) less. Known residual on the cases below (plan minus sim,
+-0.95 .. +0.8 %):
 
 * the simulated vehicle lands the way PX4 SITL does (about 1.6 m/s, 0.5 m/s below 5 m) from
   cruise height, the planner with the profile's descent/landing speeds (quad7: 2.5 m/s, 0.7 m/s
-  below 5 m): about +3 Wh (quad7) / +2 Wh (m100) per landing;
-* a height change over a node flown through is flown vertically (mission.py): the vehicle stops
-  there, one more brake + acceleration than the planner books (about 1.6 Wh each, quad7 loaded);
-* the other way: the planner books the gripper hover with the payload, the mission releases first.
+  below 5 m): about 3 Wh (quad7) / 2 Wh (m100) per landing the planner does not book;
+* the other way: a height change over a node flown through is flown vertically (mission.py),
+  so the vehicle stops there; the planner books a stop at each corridor end whose cruise
+  altitude differs from the node's transit height (additive, so an upper bound: one stop too
+  many where both corridors differ, and at take-off/landing nodes), and books the height
+  change via the transit height (longer than the direct change flown);
+* the planner books the gripper hover with the payload, the mission releases first.
 
-The tolerance below covers these; a larger gap means plan and flight physics have drifted apart.
+A larger gap means plan and flight physics have drifted apart.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from droneops.sim import network_terrain
 from droneops.vehicle import load_vehicle
 
 TOLERANCE = 0.05
-"""Largest relative difference between the simulated and the planned energy of a flight."""
+"""Largest relative amount by which a flight may draw less than planned (conservative plan)."""
+UNDER_MARGIN = 0.01
+"""Largest relative amount by which a flight may draw MORE than planned (the plan's optimism)."""
 STEP_S = 0.1            # simulated seconds per model step
 MAX_SIM_S = 4 * 3600.0  # safety stop for a vehicle that never lands (a failure, not a timing check)
 
@@ -81,12 +88,12 @@ def test_simulated_flight_uses_the_planned_energy(net_name, vehicle, origin, des
         used_wh, model = fly_mission(profile, network, mission, wind)
         used_total += used_wh
         gap = used_wh / mission.planned_energy_wh - 1.0
-        assert abs(gap) <= TOLERANCE, (f"{mission.from_id}->{mission.to_id}: planned "
-                                       f"{mission.planned_energy_wh:.1f} Wh, simulated {used_wh:.1f} Wh "
-                                       f"({100 * gap:+.1f} %)")
+        assert -TOLERANCE <= gap <= UNDER_MARGIN, (f"{mission.from_id}->{mission.to_id}: planned "
+                                                   f"{mission.planned_energy_wh:.1f} Wh, simulated "
+                                                   f"{used_wh:.1f} Wh ({100 * gap:+.2f} %)")
         if mission.delivery_node is not None and profile.delivery_method == "gripper":
             assert model.releases and model.releases[0].payload_kg == pytest.approx(payload_kg)
-    assert used_total == pytest.approx(plan.energy_wh, rel=TOLERANCE)
+    assert plan.energy_wh * (1.0 - TOLERANCE) <= used_total <= plan.energy_wh * (1.0 + UNDER_MARGIN)
 
 
 def test_payload_must_be_on_board_for_the_comparison():

@@ -9,6 +9,7 @@ the cheapest plan. The planner must find exactly that cost, for both objectives.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from itertools import pairwise
@@ -138,6 +139,15 @@ def ground_speed(profile, track_deg, wind):
     return lo
 
 
+@functools.lru_cache(maxsize=None)
+def stop_cost(profile, payload, wind):
+    """(Wh, s) of one stop over a node: brake + re-accelerate, the largest over courses every
+    5 degrees (whatever the corridor's course)."""
+    stops = [speed_change_energy(profile, payload, ground_speed(profile, tr, wind), tr, wind)[:2]
+             for tr in range(0, 360, 5)]
+    return max(float(e) for e, _ in stops), max(float(t) for _, t in stops)
+
+
 def leg_cost(net, profile, path, payload, wind, start, end):
     """(Wh, s) of one leg along ``path``: start 'ground'|'resume', end 'land'|'drop'.
 
@@ -170,6 +180,12 @@ def leg_cost(net, profile, path, payload, wind, start, end):
             wh, s = wh + float(e), s + float(t)
         e, t = _vert(p, payload, net.nodes[v].ground_alt_m + agl - cruise, wind)
         wh, s = wh + e, s + t
+        # a stop (brake + re-accelerate) at each end where the cruise altitude is not the
+        # node's transit height (ground + agl): the height change is flown vertically there
+        for node in (u, v):
+            if abs(cruise - (net.nodes[node].ground_alt_m + agl)) > 0.005:
+                e, t = stop_cost(p, payload, wind)
+                wh, s = wh + e, s + t
     if end == "drop" and gripper:
         e, t = _vert(p, payload, -(agl - p.delivery_agl_m), wind)
         wh += e + float(hover_power_w(p, payload, wind)) * p.delivery_hover_s / 3600

@@ -265,6 +265,8 @@ async def test_abort_rtl_mid_leg(flying_vehicle):
         assert report.landed_node == "D"
         assert_landed_disarmed_at(controller, "D")
         assert any(e.data.get("mode") == "RETURN_TO_LAUNCH" for e in track.of("mode"))
+        # Once disarmed PX4 goes back to the last mode chosen that allows arming: MISSION.
+        await controller.wait_for(lambda: controller.state.flight_mode == "MISSION", 5.0, "mode MISSION")
     finally:
         await controller.close()
 
