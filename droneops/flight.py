@@ -17,6 +17,12 @@ What the code relies on (observed on PX4 v1.16 SITL with MAVSDK 4.1, see the REA
 * Frame 0 (AMSL) items come back as frame 5 on download; the read-back comparison allows it.
 * After a link loss PX4 keeps flying the mission; MAVSDK's progress totals are wrong until the
   mission is downloaded again, which :class:`FlightController` does when telemetry returns.
+* The droneops simulated vehicle (:mod:`droneops.sim`) carries only the mass it is told about:
+  before arming each flight the controller sets the simulation-only parameter ``SIM_PAYLOAD_KG``
+  to the flight's take-off payload (``FlightMission.payload_kg``: the order's payload before the
+  drop, 0 after), so the flown energy matches the plan. It does so only on a vehicle identified
+  as the simulator (AUTOPILOT_VERSION, see :func:`droneops.sim.is_droneops_sim`) or declared one
+  (``simulated=True``): PX4 answers a parameter it lacks with a ~6 s timeout.
 * The battery telemetry is a 0-100 percentage; energy used = percentage drop x nominal pack
   capacity. PX4 SITL (and the simulated vehicle) reset the battery to 100 % after disarming:
   that stands in for a battery swap.
@@ -74,6 +80,8 @@ class FlightConfig:
     ``max_speed_factor``: the highest simulation speed-up assumed when stop times are scaled
     by the observed flight time (see :func:`observed_speed_factor`). ``status_text_grace_s``:
     how long to wait for the autopilot's explanation after it refused something.
+    ``identity_timeout_s``: longest wait for the autopilot's AUTOPILOT_VERSION when telling the
+    droneops simulated vehicle from PX4 (once per controller; MAVSDK requests it at connection).
     """
 
     connect_timeout_s: float = 30.0
@@ -91,6 +99,7 @@ class FlightConfig:
     max_speed_factor: float = 100.0
     status_text_memory: int = 20
     status_text_grace_s: float = 1.0
+    identity_timeout_s: float = 5.0
 
 
 DEFAULT_CONFIG = FlightConfig()
@@ -297,16 +306,20 @@ class FlightController:
     ``on_event`` (optional) is called with every :class:`FlightEvent`; :meth:`events` is the
     same stream as an async iterator. :meth:`pause`, :meth:`resume` and :meth:`abort` may be
     called while :meth:`fly` runs (from another task).
+    ``simulated``: the vehicle is the droneops simulated vehicle, whose payload mass the
+    controller loads before every flight (True), a real autopilot (False), or None: tell from
+    the autopilot's identity (AUTOPILOT_VERSION) before the first flight.
     """
 
     def __init__(self, connection_url: str, profile: VehicleProfile,
                  config: FlightConfig = DEFAULT_CONFIG,
                  on_event: Callable[[FlightEvent], None] | None = None,
-                 network: Network | None = None):
+                 network: Network | None = None, simulated: bool | None = None):
         self.url = connection_url
         self.profile = profile
         self.config = config
         self.network = network
+        self.simulated = simulated
         self.state = VehicleState(status_texts=collections.deque(maxlen=config.status_text_memory))
         self._on_event = on_event
         self._queues: list[asyncio.Queue] = []
@@ -714,6 +727,52 @@ class FlightController:
             raise
         self._emit("status", phase="started")
 
+    async def is_simulated(self) -> bool:
+        """Whether the vehicle is the droneops simulated vehicle: the ``simulated`` option, else
+        its AUTOPILOT_VERSION (waits up to ``identity_timeout_s`` once; the answer is kept)."""
+        if self.simulated is None:
+            from mavsdk.asyncio.plugins.info import InfoAsync
+            from mavsdk.plugins.info import InfoError
+
+            from droneops.sim import is_droneops_sim
+
+            plugin = InfoAsync(self._system)
+            deadline = time.monotonic() + self.config.identity_timeout_s
+            try:
+                while self.simulated is None:
+                    try:
+                        version = await plugin.get_version()
+                        self.simulated = is_droneops_sim(version.flight_sw_git_hash)
+                    except InfoError:   # not received yet
+                        if time.monotonic() >= deadline:
+                            self.simulated = False
+                            self._emit("status", phase="identity", detail="no AUTOPILOT_VERSION: "
+                                       "taken for a real autopilot")
+                        else:
+                            await asyncio.sleep(0.1)
+            finally:
+                plugin.destroy()
+        return self.simulated
+
+    async def load_payload(self, payload_kg: float) -> None:
+        """On the simulated vehicle: put ``payload_kg`` (kg) on board for the next flight
+        (``SIM_PAYLOAD_KG``). Does nothing on a real autopilot (the parcel is real there)."""
+        if not await self.is_simulated():
+            return
+        from mavsdk.asyncio.plugins.param import ParamAsync
+        from mavsdk.plugins.param import ParamError
+
+        from droneops.sim import PARAM_PAYLOAD
+
+        plugin = ParamAsync(self._system)
+        try:
+            await plugin.set_param_float(PARAM_PAYLOAD, float(payload_kg))
+        except ParamError as exc:
+            raise FlightError(f"loading the payload into the simulated vehicle failed: {exc.result.name}") from None
+        finally:
+            plugin.destroy()
+        self._emit("status", phase="payload", payload_kg=float(payload_kg))
+
     async def _disarm_if_on_ground(self) -> None:
         if self.state.armed and not self.state.in_air:
             try:
@@ -832,6 +891,8 @@ class FlightController:
                     await self.upload(mission)
                 start_pct = self.state.battery_pct
                 report.battery_start_pct = None if math.isnan(start_pct) else start_pct
+                if not attach:
+                    await self.load_payload(mission.payload_kg)
                 t0 = time.monotonic()
                 if not attach:
                     await self.start()

@@ -14,7 +14,14 @@ module connects it to MAVSDK's server plugins and runs it in (scaled) real time:
 * ``TelemetryServer`` publishes position, velocity, heading, home, GPS, landed state and
   status texts; ``MavlinkDirectServer`` sends what the telemetry server gets wrong or lacks
   (SYS_STATUS, BATTERY_STATUS, MISSION_CURRENT, MISSION_ITEM_REACHED, COMMAND_ACK, MISSION_ACK).
-* ``ParamServer`` offers a few PX4 parameters (RTL_RETURN_ALT, MPC_XY_CRUISE, ...).
+* ``ParamServer`` offers a few PX4 parameters (RTL_RETURN_ALT, MPC_XY_CRUISE, ...) and one of
+  its own, :data:`PARAM_PAYLOAD` (``SIM_PAYLOAD_KG``, kg): setting it loads that payload mass on
+  board (until a DO_GRIPPER release drops it). PX4 has no such parameter: ground stations set
+  it only on a vehicle whose AUTOPILOT_VERSION carries :data:`SIM_IDENTITY` (see
+  :func:`is_droneops_sim`).
+* AUTOPILOT_VERSION's ``flight_custom_version`` (PX4: the first 8 bytes of its git hash) is
+  :data:`SIM_IDENTITY`, so a ground station can tell the simulated vehicle from PX4 for free
+  (MAVSDK requests the message at connection; its Info plugin reports it as ``flight_sw_git_hash``).
 
 MAVSDK 4.1 server-plugin gaps and how they are worked around (found in MAVSDK's C++ sources,
 ``cpp/src/mavsdk/plugins/*_server/*_impl.cpp``):
@@ -106,6 +113,23 @@ library's Linux default): instances 17 and up write past that array, and with 19
 process crashes with heap corruption (``free(): invalid pointer``) at the latest when it exits.
 14 leaves two channels for ground stations in the same process; :func:`run_sharded` spreads
 larger fleets over worker processes."""
+
+PARAM_PAYLOAD = "SIM_PAYLOAD_KG"
+"""Simulation-only float parameter: the payload mass on board in kg (>= 0; set it before arming)."""
+
+SIM_IDENTITY = b"droneops"
+"""AUTOPILOT_VERSION ``flight_custom_version`` (8 bytes) of the simulated vehicle."""
+
+
+def is_droneops_sim(flight_sw_git_hash: str) -> bool:
+    """True if MAVSDK Info's ``Version.flight_sw_git_hash`` is the simulated vehicle's
+    :data:`SIM_IDENTITY`. MAVSDK 4.1 writes the 8 bytes as hex in reverse order and the Python
+    binding hands out only the first 9 hex digits ("73706f656"): a prefix of at least 8 digits
+    of either byte order matches (a PX4 git hash does so with odds of 1 in 2**32)."""
+    text = flight_sw_git_hash.strip().lower()
+    return len(text) >= 8 and any(full.startswith(text) or text.startswith(full)
+                                  for full in (SIM_IDENTITY[::-1].hex(), SIM_IDENTITY.hex()))
+
 
 HOME_ALT_SCALE = 1e6
 """Factor for ``publish_home``'s altitude: MAVSDK 4.1 multiplies by 1e-3 where 1e3 is right."""
@@ -270,6 +294,7 @@ class SimVehicle:
         self._restoring = False
         self._restore_task: asyncio.Task | None = None
         self._published: dict[str, object] = {}
+        self._payload_param = float(payload_kg)   # SIM_PAYLOAD_KG as the ParamServer holds it
         self._stopping = False
 
     # --- public API -----------------------------------------------------------------------
@@ -442,6 +467,9 @@ class SimVehicle:
                 self._report_reached(event.seq)
             elif isinstance(event, simcore.StatusText):
                 self._status_text(event.severity, event.text)
+        if self.model.payload_kg != self._payload_param:   # dropped: the next load must be a change
+            self._payload_param = self.model.payload_kg
+            self._params.provide_param_float(PARAM_PAYLOAD, float(self._payload_param))
 
     def _report_reached(self, seq: int) -> None:
         """MISSION_ITEM_REACHED for ``seq``: via the plugin while its copy and position agree."""
@@ -614,6 +642,7 @@ class SimVehicle:
             else:
                 value = self.model.cruise_speed_mps
             self._params.provide_param_float(name, float(value))
+        self._params.provide_param_float(PARAM_PAYLOAD, float(self.model.payload_kg))
         self._params.provide_param_int("NAV_DLL_ACT", 0)
         self._params.provide_param_int("MIS_COMMAND_TOUT", 0)
 
@@ -628,6 +657,9 @@ class SimVehicle:
         elif name == "MPC_XY_CRUISE" and value > 0:
             speed = min(float(value), self.model.profile.max_speed_mps)
             self.model.cruise_speed_mps = self.model.mission_speed_mps = speed
+        elif name == PARAM_PAYLOAD and math.isfinite(value):
+            self.model.set_payload(float(value))
+            self._payload_param = float(value)
 
     # --- MAVSDK callbacks (arrive on MAVSDK threads; handled on the event loop) ---------------
 
@@ -886,6 +918,13 @@ class SimVehicle:
                 f = json.loads(msg.fields_json)
                 f["autopilot"] = MAV_AUTOPILOT_PX4
                 f["system_status"] = self._system_status()
+                self._resend(msg, f)
+                return 0
+            if name == b"AUTOPILOT_VERSION":  # identify as the droneops simulator (see SIM_IDENTITY)
+                f = json.loads(msg.fields_json)
+                if bytes(f.get("flight_custom_version") or b"") == SIM_IDENTITY:
+                    return 1
+                f["flight_custom_version"] = list(SIM_IDENTITY)
                 self._resend(msg, f)
                 return 0
             if name == b"MISSION_CURRENT":   # the plugin's (mission_state 0) is replaced by ours

@@ -184,6 +184,43 @@ async def test_delivery_with_battery_swap_end_to_end(make_sim_vehicle, fly_net, 
     assert json_report["flights"][1]["planned_energy_wh"] == pytest.approx(missions[1].planned_energy_wh)
 
 
+PLAN_TOLERANCE = 0.05
+"""Largest relative gap between the used and the planned energy of the drop flight (the
+simulated vehicle flies the planner's physics; see tests/test_energy_consistency.py)."""
+
+
+async def test_simulated_vehicle_carries_the_payload(make_sim_vehicle, fly_net, fly_prof, swap_plan):
+    """The controller recognises the simulated vehicle and loads the order's payload before
+    each flight: the same delivery flown empty (``simulated=False``: nobody loads it) drains
+    clearly less, and the loaded drop flight uses the planned energy."""
+    missions = m.build_checked_missions(swap_plan, fly_net, fly_prof)
+
+    async def deliver(simulated):
+        vehicle = await make_sim_vehicle(profile=fly_prof, network=fly_net, node="D", speed_factor=FAST)
+        assert vehicle.model.payload_kg == 0.0
+        rec = Recorder()
+        async with fl.FlightController(vehicle.url, fly_prof, TEST_CONFIG, rec, network=fly_net,
+                                       simulated=simulated) as controller:
+            report = await fl.fly_missions(controller, missions, "D", "P")
+            detected = await controller.is_simulated()
+        assert report.result == "completed", report.message
+        return vehicle, report, rec, detected
+
+    (loaded, loaded_report, rec, detected), (empty, empty_report, empty_rec, _) = await asyncio.gather(
+        deliver(None), deliver(False))
+    assert detected is True
+    assert [e.data["payload_kg"] for e in rec.of("status") if e.data.get("phase") == "payload"] == [1.0, 1.0]
+    assert not [e for e in empty_rec.of("status") if e.data.get("phase") == "payload"]
+    assert [r.payload_kg for r in loaded.model.releases] == [pytest.approx(1.0)] and not empty.model.releases
+    for with_payload, without in zip(loaded_report.flights, empty_report.flights):
+        assert with_payload.used_energy_wh > without.used_energy_wh
+    loaded_wh = sum(f.used_energy_wh for f in loaded_report.flights)
+    empty_wh = sum(f.used_energy_wh for f in empty_report.flights)
+    assert loaded_wh > empty_wh * (1.0 + PLAN_TOLERANCE)
+    drop = loaded_report.flights[1]     # S -> P (drop) -> S: long enough for the landing residual
+    assert drop.used_energy_wh == pytest.approx(drop.planned_energy_wh, rel=PLAN_TOLERANCE)
+
+
 async def test_upload_read_back_round_trip(make_sim_vehicle, fly_net, fly_prof, swap_plan):
     from mavsdk.plugins.mission_raw import MissionRawError
 

@@ -577,3 +577,33 @@ async def test_px4_parameters(sim_vehicle):
         await asyncio.sleep(0.2)
     assert sim_vehicle.model.config.rtl_return_alt_m == pytest.approx(45.0)
     assert sim_vehicle.model.cruise_speed_mps == pytest.approx(6.5)
+
+
+async def test_payload_parameter_and_identity(sim_vehicle):
+    """``SIM_PAYLOAD_KG`` loads the payload; after a drop the same value loads it again; the
+    vehicle tells itself apart from PX4 through AUTOPILOT_VERSION (MAVSDK Info)."""
+    from mavsdk.asyncio.plugins.info import InfoAsync
+    from mavsdk.asyncio.plugins.param import ParamAsync
+
+    from droneops.sim import PARAM_PAYLOAD, is_droneops_sim
+
+    assert not is_droneops_sim("000000000") and not is_droneops_sim("") and not is_droneops_sim("4f1b2c3d0")
+    async with ground_station(sim_vehicle.url) as gcs:
+        info, version = InfoAsync(gcs.system), None
+        try:
+            for _ in range(50):
+                with contextlib.suppress(Exception):
+                    version = await info.get_version()
+                    break
+                await asyncio.sleep(0.1)
+            assert version is not None and is_droneops_sim(version.flight_sw_git_hash), version
+        finally:
+            info.destroy()
+        params = ParamAsync(gcs.system)
+        await params.set_param_float(PARAM_PAYLOAD, 1.5)
+        await sim_vehicle.wait_until(lambda m: m.payload_kg == pytest.approx(1.5), 5.0)
+        sim_vehicle.model.set_payload(0.0)       # what a DO_GRIPPER release does
+        await asyncio.sleep(0.3)
+        assert await params.get_param_float(PARAM_PAYLOAD) == pytest.approx(0.0)
+        await params.set_param_float(PARAM_PAYLOAD, 1.5)
+        await sim_vehicle.wait_until(lambda m: m.payload_kg == pytest.approx(1.5), 5.0)
