@@ -423,7 +423,7 @@ def test_cli_help_and_one_line_errors(tmp_path):
 
 
 @pytest.mark.px4
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_cli_starts_px4_and_stops_it_on_a_signal(sig, tmp_path):
     try:
         build = sitl_px4.find_build()
