@@ -366,6 +366,12 @@ class SimVehicle:
 
     async def stop(self) -> None:
         """Stop the loop and release MAVSDK (idempotent)."""
+        # Let a mission-plugin restore (~30 ms) finish first: cancelling it mid-upload leaves a
+        # blocking MAVSDK call that never returns once the instances are destroyed (a hang).
+        restore = self._restore_task
+        if restore is not None and not restore.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(restore), RESTORE_TIMEOUT_S + 1.0)
         self._stopping = True
         for task in self._tasks:
             task.cancel()

@@ -362,6 +362,18 @@ async def test_refused_uploads_keep_previous_mission(sim_vehicle):
     assert len(sim_vehicle.model.mission) == 3 and len(sim_vehicle.model.fence) == 3
 
 
+async def test_stop_right_after_a_refused_upload_returns(make_sim_vehicle):
+    """A refused upload starts a mission-plugin restore; stopping at once must not hang on it."""
+    vehicle = await make_sim_vehicle()
+    async with ground_station(vehicle.url) as gcs:
+        await gcs.mission.upload_mission(delivery_mission())
+        with pytest.raises(MissionRawError):
+            await gcs.mission.upload_mission([item(0, 22, 0, 0, 20), item(1, 16, 0, 100, 20, frame=10)])
+    # a hang here was the bug; wait_for turns it into a failure instead of a stalled suite
+    await asyncio.wait_for(vehicle.stop(), timeout=60)
+    assert len(vehicle.model.mission) == len(delivery_mission())   # the refused upload changed nothing
+
+
 # --- over MAVLink: flying ---------------------------------------------------------------------
 
 
