@@ -556,6 +556,8 @@ async def test_booking_through_the_real_fleet_service(mosquitto, tmp_path, make_
         done = await sse.wait_for(lambda v: v["orders"][oid]["state"] == "completed" and v["orders"][oid],
                                   timeout_s=90)
         assert done["route"][0] == "D" and "P1" in done["route"] and done["concerns_station"]
+        # the service publishes the order's retained state before its "completed" event: wait for both
+        await sse.wait_for(lambda v: "completed" in {e["kind"] for e in v["events"]}, timeout_s=15)
         kinds = {e["kind"] for e in sse.view["events"]}
         assert {"accepted", "delivered", "completed"} <= kinds, kinds
         # the planner's refusal comes back with its reason
