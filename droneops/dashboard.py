@@ -479,8 +479,9 @@ class DashboardConfig:
 
     ``stale_after_s``: a vehicle with no update for this long is shown as stale.
     ``push_interval_s``: shortest time between two pushes to one browser (coalescing window).
-    ``push_gather_s``: after an idle spell, wait this long for the rest of a burst of messages
-    before pushing (the service publishes its vehicles back to back).
+    ``push_gather_s``/``push_quiet_s``: before a push, keep collecting while messages still
+    arrive less than ``push_quiet_s`` apart, for at most ``push_gather_s`` (a publisher that
+    sends its vehicles back to back then lands in one push instead of two).
     ``heartbeat_s``: an idle stream still sends a ping this often (the page flags a silent
     connection after ``3 * heartbeat_s``). ``reply_timeout_s``: how long a booking waits for
     the service's reply. ``terminal_orders_shown``: finished orders kept on the page.
@@ -505,7 +506,8 @@ class DashboardConfig:
     ha_prefix: str = "homeassistant"
     stale_after_s: float = 10.0
     push_interval_s: float = 0.2
-    push_gather_s: float = 0.02
+    push_gather_s: float = 0.1
+    push_quiet_s: float = 0.02
     heartbeat_s: float = 2.0
     reply_timeout_s: float = 10.0
     reconnect_min_s: float = 0.5
@@ -893,7 +895,7 @@ class Hub:
                     await asyncio.wait_for(client.wake.wait(), self.config.heartbeat_s)
                 client.wake.clear()
                 if client.dirty or self.state.event_seq > client.event_seq:
-                    await asyncio.sleep(self.config.push_gather_s)
+                    await self._gather(client)
                     await resp.write(_sse("update", self.update(client)))
                     self.pushes += 1
                     await asyncio.sleep(self.config.push_interval_s)
@@ -904,6 +906,19 @@ class Hub:
         finally:
             self.clients.discard(client)
         return resp
+
+
+    async def _gather(self, client: _Client) -> None:
+        """Wait for a burst of changes to end (quiet gap) or the gather limit, whichever first."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.config.push_gather_s
+        while (left := end - loop.time()) > 0:
+            client.wake.clear()
+            try:
+                await asyncio.wait_for(client.wake.wait(), min(left, self.config.push_quiet_s))
+            except TimeoutError:
+                return
+        client.wake.clear()
 
 
 def _sse(event: str, data: dict) -> bytes:

@@ -70,7 +70,7 @@ class FakeFleet:
     def __init__(self, host: str, port: int, fleet: str, network: Network, *, n_vehicles: int = 3,
                  user: str = "droneops-service", password: str = "service-pw", speed_mps: float = 150.0,
                  telemetry_hz: float = 2.0, state_every_s: float = 5.0, max_payload_kg: float = 2.5,
-                 patrol: bool = True, seed: int = 1) -> None:
+                 patrol: bool = True, seed: int = 1, slices: int = 1) -> None:
         self.network = network
         self.settings = MqttSettings(host=host, port=port, fleet=fleet, username=user, password=password,
                                      telemetry_hz=telemetry_hz, reconnect_min_s=0.2, reconnect_max_s=2.0,
@@ -80,6 +80,7 @@ class FakeFleet:
         self.speed_mps = speed_mps
         self.state_every_s = state_every_s
         self.patrol = patrol
+        self.slices = max(1, slices)
         self.rng = random.Random(seed)
         self.max_payload_kg = max_payload_kg
         pads = [n.id for n in network.nodes.values() if n.kind == "pad"]
@@ -166,13 +167,17 @@ class FakeFleet:
     async def _fly(self) -> None:
         period = 1.0 / self.settings.telemetry_hz
         self.publish_all()
-        last = time.monotonic()
+        drones = list(self.drones.values())
+        last = {d.vehicle_id: time.monotonic() for d in drones}
+        tick = 0
         while True:
-            await asyncio.sleep(period)
-            now_m = time.monotonic()
-            dt, last = now_m - last, now_m
+            # ``slices`` > 1 spreads the vehicles over the period (each on its own clock, like
+            # the real service); 1 publishes them all back to back in one burst
+            await asyncio.sleep(period / self.slices)
             now = time.time()
-            for d in self.drones.values():
+            for d in drones[tick % self.slices::self.slices]:
+                now_m = time.monotonic()
+                dt, last[d.vehicle_id] = now_m - last[d.vehicle_id], now_m
                 if d.link == "down":
                     continue
                 if not d.path or d.progress_m >= d.cum_m[-1]:
@@ -203,6 +208,7 @@ class FakeFleet:
                     self._last_key[d.vehicle_id] = key
                     self.link.set_retained(self.topics.vehicle_state(d.vehicle_id), body)
                     self._last_state[d.vehicle_id] = now
+            tick += 1
 
     def _arrive(self, d: FakeDrone, now: float) -> None:
         order = self.orders[d.order_id]
