@@ -43,6 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
+from droneops.mission import MissionItem
 from droneops.vehicle import VehicleProfile
 
 # --- MAVLink numbers (protocol constants, from the MAVLink common message set) ---------------
@@ -179,31 +180,9 @@ class Faults:
 # --- mission items ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SimItem:
-    """A MISSION_ITEM_INT as the vehicle stores it (``x``/``y`` degrees * 1e7, ``z`` metres)."""
-
-    seq: int
-    frame: int
-    command: int
-    current: int = 0
-    autocontinue: int = 1
-    param1: float = 0.0
-    param2: float = 0.0
-    param3: float = 0.0
-    param4: float = 0.0
-    x: int = 0
-    y: int = 0
-    z: float = 0.0
-    mission_type: int = MISSION_TYPE_MISSION
-
-    @property
-    def lat_deg(self) -> float:
-        return self.x / _E7
-
-    @property
-    def lon_deg(self) -> float:
-        return self.y / _E7
+class SimItem(MissionItem):
+    """A MISSION_ITEM_INT as the vehicle stores it: the ground side's :class:`MissionItem`
+    (``x``/``y`` degrees * 1e7, ``z`` metres), plus what the vehicle asks of any item."""
 
     @property
     def has_latlon(self) -> bool:
