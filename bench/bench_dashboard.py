@@ -36,7 +36,7 @@ from dashboard_cdp import Chromium  # noqa: E402
 from dashboard_fleet import FakeFleet  # noqa: E402
 from mqtt_broker import USERS, MosquittoBroker, free_port  # noqa: E402
 
-from droneops.network import load_network  # noqa: E402
+from droneops.core.network import load_network  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float | None:

@@ -4,11 +4,11 @@ Three processes on loopback plus a real Mosquitto (test harness config, example 
 
 * **source**: N lightweight telemetry sources (one UDP datagram per vehicle position, JSON with
   the send time), evenly phased at H Hz each. MAVSDK cannot carry 400 vehicles in one process
-  (16 instances max, see droneops.sim), so the sources stand in for the vehicles' MAVLink
+  (16 instances max, see droneops.sim.vehicle), so the sources stand in for the vehicles' MAVLink
   telemetry; what is measured is everything after it.
-* **service**: the fleet service's publishing path, unchanged: :class:`droneops.service.VehicleFeed`
+* **service**: the fleet service's publishing path, unchanged: :class:`droneops.fleet.service.VehicleFeed`
   (retained state on change / every 5 s, telemetry rate limit) over the real
-  :class:`droneops.telemetry.MqttLink` (MQTT v5, service account, ACL).
+  :class:`droneops.fleet.mqtt.MqttLink` (MQTT v5, service account, ACL).
 * **subscriber**: a station account subscribed to ``<prefix>/vehicles/+/telemetry``; latency =
   receive time - the source's send time (same host clock).
 
@@ -106,8 +106,8 @@ async def role_source(args) -> None:
 
 
 async def role_service(args) -> None:
-    from droneops.service import VehicleFeed
-    from droneops.telemetry import MqttLink, MqttSettings, VehicleSnapshot
+    from droneops.fleet.service import VehicleFeed
+    from droneops.fleet.mqtt import MqttLink, MqttSettings, VehicleSnapshot
 
     settings = MqttSettings(host="127.0.0.1", port=args.broker_port, fleet=PREFIX_FLEET,
                             username="droneops-service", password=args.password, client_id="bench-service",
@@ -161,7 +161,7 @@ async def role_service(args) -> None:
 async def role_bare(args) -> None:
     import aiomqtt
 
-    from droneops.telemetry import VehicleSnapshot, dumps
+    from droneops.fleet.mqtt import VehicleSnapshot, dumps
 
     prefix = f"droneops/v1/{PREFIX_FLEET}"
     async with aiomqtt.Client("127.0.0.1", args.broker_port, username="droneops-service", password=args.password,

@@ -4,14 +4,14 @@
     python bench/bench_mission.py --quick    # fewer repetitions, a 4 km delivery
 
 1. ``upload_verify``: a 100-item mission (take-off, change speed, 97 waypoints, land; frame 0)
-   uploaded to a :class:`droneops.sim.SimVehicle` and downloaded back and compared with
-   :meth:`droneops.flight.FlightController.upload_and_verify_mission`, ``--repeats`` times after
+   uploaded to a :class:`droneops.sim.vehicle.SimVehicle` and downloaded back and compared with
+   :meth:`droneops.vehicles.flight.FlightController.upload_and_verify_mission`, ``--repeats`` times after
    two warm-ups: median and p90 wall time (target: median under 50 ms). PX4 SITL itself takes
    0.04-0.10 s to upload and 0.04-0.07 s to download 100 items (README, SITL facts).
 2. ``delivery``: wall time of a simulated delivery of ``--delivery-km`` flown distance at speed
    factor ``--speed-factor``: a straight corridor depot -> pad (half the distance), gripper
    drop, back to the depot; planned with the real planner, flown with
-   :func:`droneops.flight.fly_missions` (preflight, upload + read-back, arm, follow until
+   :func:`droneops.vehicles.flight.fly_missions` (preflight, upload + read-back, arm, follow until
    landed and disarmed). Reports the planned duration (simulated s), the wall time, the
    effective speed-up and planned vs used energy.
 
@@ -31,12 +31,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-from droneops import flight as fl  # noqa: E402
-from droneops import mission as m  # noqa: E402
-from droneops.network import parse_network  # noqa: E402
-from droneops.planner import plan_delivery  # noqa: E402
-from droneops.sim import SimVehicle  # noqa: E402
-from droneops.vehicle import load_vehicle  # noqa: E402
+from droneops.vehicles import flight as fl  # noqa: E402
+from droneops.core import mission as m  # noqa: E402
+from droneops.core.network import parse_network  # noqa: E402
+from droneops.core.planner import plan_delivery  # noqa: E402
+from droneops.sim.vehicle import SimVehicle  # noqa: E402
+from droneops.core.vehicle import load_vehicle  # noqa: E402
 
 HOME = (23.40, 113.20, 20.0)   # lat, lon, ground m AMSL (flat farmland, Huadu district)
 M_PER_DEG_LAT = 111_000.0

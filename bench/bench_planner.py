@@ -4,12 +4,12 @@
     python bench/bench_planner.py --quick    # smaller run (about a minute)
 
 Generates the district network (``network.generate_network``, seeded: 2,000 pads, 60 stations,
-970 km2), builds one :class:`droneops.planner.Planner`, then plans random deliveries:
+970 km2), builds one :class:`droneops.core.planner.Planner`, then plans random deliveries:
 
 * ``warm``: payloads in parcel classes (0.5 kg steps) and one wind forecast for the batch, the
   way a dispatch service plans - per-(payload, wind) tables are computed once and reused;
 * ``cold``: a continuous random payload and a random wind for every request - every request
-  pays for its cost tables (one vectorised call into droneops.energy) as well.
+  pays for its cost tables (one vectorised call into droneops.core.energy) as well.
 
 Each request goes from a random depot/station to a random pad (return: any swap/charge node),
 for both objectives. Latency is wall time of ``Planner.plan`` after the network is loaded and
@@ -49,10 +49,10 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
-from droneops.energy import Wind
-from droneops.network import generate_network
-from droneops.planner import Planner, _PhaseCosts, _Query
-from droneops.vehicle import load_vehicle
+from droneops.core.energy import Wind
+from droneops.core.network import generate_network
+from droneops.core.planner import Planner, _PhaseCosts, _Query
+from droneops.core.vehicle import load_vehicle
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 NETWORK = dict(n_pads=2000, n_stations=60, area_km2=970.0, center_lat=23.40, center_lon=113.22)

@@ -1,11 +1,11 @@
-"""Benchmarks of the simulated vehicle (droneops.sim).
+"""Benchmarks of the simulated vehicle (droneops.sim.vehicle).
 
 1. Mission upload + verify: a MAVSDK ground station uploads a 100-item mission to a simulated
    vehicle over loopback UDP, downloads it back and compares (median of 20; target < 50 ms).
 2. Fleet capacity at speed factor 1. One process can host at most
-   ``droneops.sim.MAX_VEHICLES_PER_PROCESS`` (14) vehicles: MAVSDK 4.1 corrupts memory past 16
+   ``droneops.sim.vehicle.MAX_VEHICLES_PER_PROCESS`` (14) vehicles: MAVSDK 4.1 corrupts memory past 16
    ``Mavsdk`` instances per process (see droneops/sim.py). So N vehicles run in worker processes
-   of at most 14 (``droneops.sim.run_sharded``, what ``droneops sim --vehicles N`` does), all
+   of at most 14 (``droneops.sim.vehicle.run_sharded``, what ``droneops sim --vehicles N`` does), all
    on the 2 cores, while a separate observer process counts the GLOBAL_POSITION_INT datagrams
    each vehicle sends (raw UDP sockets, MAVLink v2 header only: observing costs next to
    nothing). N is sustained when every vehicle delivers >= 90 % of the nominal 5 Hz position
@@ -39,7 +39,7 @@ LATE_TICKS_OK_FRACTION = 0.05
 
 
 def _profile():
-    from droneops.vehicle import load_vehicle, shipped_vehicles
+    from droneops.core.vehicle import load_vehicle, shipped_vehicles
 
     shipped = shipped_vehicles()
     return load_vehicle("quad7" if "quad7" in shipped or not shipped else shipped[0])
@@ -48,7 +48,7 @@ def _profile():
 def _mission(n: int):
     from mavsdk.asyncio.plugins.mission_raw import MissionItem
 
-    from droneops.simcore import LocalPlane
+    from droneops.sim.model import LocalPlane
 
     plane = LocalPlane(SPAWN[0], SPAWN[1])
     items = []
@@ -71,7 +71,7 @@ async def bench_upload_verify(runs: int, items: int) -> list[float]:
     from mavsdk.asyncio import ComponentType, Configuration, Mavsdk
     from mavsdk.asyncio.plugins.mission_raw import MissionRawAsync
 
-    from droneops.sim import SimVehicle
+    from droneops.sim.vehicle import SimVehicle
 
     mission = _mission(items)
     async with SimVehicle(_profile(), *SPAWN) as vehicle:
@@ -148,7 +148,7 @@ def _free_port_block(n: int) -> int:
 
 def bench_fleet(n: int, warmup_s: float, measure_s: float) -> dict:
     """Run ``n`` vehicles (worker processes of at most MAX_VEHICLES_PER_PROCESS) at speed factor 1."""
-    from droneops.sim import MAX_VEHICLES_PER_PROCESS, FleetSpec, run_sharded
+    from droneops.sim.vehicle import MAX_VEHICLES_PER_PROCESS, FleetSpec, run_sharded
 
     base = _free_port_block(n)
     ports = [base + i for i in range(n)]
@@ -241,10 +241,10 @@ def main() -> int:
         print(f"{r['vehicles']:>8} {r['processes']:>5} {r['position_hz_min']:>10} {r['position_hz_median']:>7} "
               f"{r['position_hz_nominal']:>7} {r['late_tick_fraction']:>10} {r['max_lag_s']:>9} "
               f"{r['cpu_cores_avg']:>5} {r['start_s']:>7}  {'yes' if r['sustained'] else 'NO'}")
-    from droneops.sim import MAX_VEHICLES_PER_PROCESS
+    from droneops.sim.vehicle import MAX_VEHICLES_PER_PROCESS
 
     print(f"largest fleet sustained in real time: {best} vehicles (target 50+; {os.cpu_count()} CPUs); "
-          f"one process runs at most {MAX_VEHICLES_PER_PROCESS} (MAVSDK 4.1 limit, see droneops.sim)")
+          f"one process runs at most {MAX_VEHICLES_PER_PROCESS} (MAVSDK 4.1 limit, see droneops.sim.vehicle)")
     return 0
 
 

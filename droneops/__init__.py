@@ -2,9 +2,9 @@
 
 Public API (small on purpose):
 
-* :func:`droneops.network.load_network` - read and validate a village network (GeoJSON).
-* :func:`droneops.vehicle.load_vehicle` - read a vehicle profile (TOML) by name or path.
-* :mod:`droneops.energy` - the physics-based multirotor energy model.
+* :func:`droneops.core.network.load_network` - read and validate a village network (GeoJSON).
+* :func:`droneops.core.vehicle.load_vehicle` - read a vehicle profile (TOML) by name or path.
+* :mod:`droneops.core.energy` - the physics-based multirotor energy model.
 """
 
 __version__ = "0.1.0"

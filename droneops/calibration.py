@@ -1,4 +1,4 @@
-"""Calibrate and validate :mod:`droneops.energy` on measured DJI Matrice 100 flights.
+"""Calibrate and validate :mod:`droneops.core.energy` on measured DJI Matrice 100 flights.
 
 Data: Rodrigues, Patrikar, Choudhry et al., "Data Collected with Package Delivery Quadcopter
 Drone", Carnegie Mellon University, 2020, DOI 10.1184/R1/12683453 (CC BY 4.0); paper:
@@ -47,9 +47,9 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares
 
-from droneops.energy import hop_durations, hop_phases, level_power_w, power_w
+from droneops.core.energy import hop_durations, hop_phases, level_power_w, power_w
 from droneops.errors import UserError
-from droneops.vehicle import VehicleProfile, load_vehicle
+from droneops.core.vehicle import VehicleProfile, load_vehicle
 
 DATA_ENV = "DRONEOPS_CMU_DATA"
 FLIGHTS_FILE = "flights_calibration.csv"

@@ -3,9 +3,9 @@
 It starts, on 127.0.0.1 and free ports:
 
 1. an embedded MQTT broker (amqtt, MQTT 3.1.1, anonymous) -- or uses ``--broker URL``;
-2. N simulated PX4-like vehicles (:mod:`droneops.sim`, in a worker process) standing on the
+2. N simulated PX4-like vehicles (:mod:`droneops.sim.vehicle`, in a worker process) standing on the
    depot and stations of the network, running ``speed_factor`` times faster than real time;
-3. the fleet service (:class:`droneops.service.FleetService`) with a temporary store;
+3. the fleet service (:class:`droneops.fleet.service.FleetService`) with a temporary store;
 
 then a "station" client submits a handful of orders over MQTT, the terminal shows the fleet
 live (a status block redrawn in place on a TTY, a one-line summary every few seconds
@@ -315,13 +315,13 @@ async def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO = sy
     stop = stop or asyncio.Event()
     import aiomqtt
 
-    from droneops.config import ServiceConfig, VehicleConfig
-    from droneops.network import load_network
-    from droneops.planner import Planner
-    from droneops.service import MAX_VEHICLES_PER_SERVICE, FleetService
-    from droneops.sim import FleetSpec, run_sharded
-    from droneops.telemetry import MqttSettings, default_prefix
-    from droneops.vehicle import load_vehicle
+    from droneops.fleet.config import ServiceConfig, VehicleConfig
+    from droneops.core.network import load_network
+    from droneops.core.planner import Planner
+    from droneops.fleet.service import MAX_VEHICLES_PER_SERVICE, FleetService
+    from droneops.sim.vehicle import FleetSpec, run_sharded
+    from droneops.fleet.mqtt import MqttSettings, default_prefix
+    from droneops.core.vehicle import load_vehicle
 
     if not 1 <= opts.vehicles <= MAX_VEHICLES_PER_SERVICE:
         raise UserError(f"--vehicles must be 1..{MAX_VEHICLES_PER_SERVICE}, got {opts.vehicles}")

@@ -55,8 +55,8 @@ from typing import TYPE_CHECKING
 from droneops.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from droneops.network import Network
-    from droneops.vehicle import VehicleProfile
+    from droneops.core.network import Network
+    from droneops.core.vehicle import VehicleProfile
 
 BUILD_SUBDIR = Path("build") / "px4_sitl_default"
 """Where a PX4 source root keeps the SITL build (``make px4_sitl_default``)."""
@@ -179,7 +179,7 @@ def delivery_params(profile: VehicleProfile | None = None, speed_factor: float =
     ]
     if profile is None:
         return params
-    from droneops.energy import hover_power_w
+    from droneops.core.energy import hover_power_w
 
     hover_w = float(hover_power_w(profile, 0.0))
     unusable = 1.0 - profile.usable_fraction
@@ -544,7 +544,7 @@ class Px4Sitl:
         from mavsdk.asyncio.plugins.param import ParamAsync
         from mavsdk.asyncio.plugins.telemetry import TelemetryAsync
 
-        from droneops import geo
+        from droneops.core import geo
 
         deadline = time.monotonic() + timeout_s
         mavsdk = Mavsdk(Configuration.create_with_component_type(ComponentType.GROUND_STATION))

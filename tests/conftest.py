@@ -1,9 +1,9 @@
 """Shared pytest fixtures. Keep each fixture small and documented; group them by area.
 
-Simulated vehicle (droneops.sim)
+Simulated vehicle (droneops.sim.vehicle)
 --------------------------------
 ``make_sim_vehicle``: factory, ``await make_sim_vehicle(**kwargs)`` starts a
-:class:`droneops.sim.SimVehicle` on a free UDP port and stops it after the test. Keyword
+:class:`droneops.sim.vehicle.SimVehicle` on a free UDP port and stops it after the test. Keyword
 arguments go to ``SimVehicle`` (``profile``, ``lat_deg``, ``lon_deg``, ``ground_alt_m``,
 ``speed_factor``, ``payload_kg``, ``wind``, ``config``, ``terrain``, ...); to stand on a network
 node use ``network=..., node="D"``. Defaults: the shipped ``quad7`` profile (``m100`` if quad7 is
@@ -42,7 +42,7 @@ SIM_SPEED_FACTOR = 20.0
 
 def sim_profile():
     """The profile simulated vehicles use by default in tests (shipped quad7, else m100)."""
-    from droneops.vehicle import load_vehicle, shipped_vehicles
+    from droneops.core.vehicle import load_vehicle, shipped_vehicles
 
     shipped = shipped_vehicles()
     return load_vehicle("quad7" if "quad7" in shipped or not shipped else shipped[0])
@@ -50,7 +50,7 @@ def sim_profile():
 
 @pytest.fixture
 async def make_sim_vehicle():
-    from droneops.sim import SimVehicle
+    from droneops.sim.vehicle import SimVehicle
 
     started: list[SimVehicle] = []
 
@@ -93,7 +93,7 @@ FLYING_SIM_SPEED_FACTOR = 50.0
 class FlyingVehicle:
     """A started vehicle for end-to-end flight tests: connect a ground station to ``url``.
 
-    ``kind`` is ``"sim"`` (droneops.sim.SimVehicle, in ``sim``) or ``"px4"`` (PX4 SITL via
+    ``kind`` is ``"sim"`` (droneops.sim.vehicle.SimVehicle, in ``sim``) or ``"px4"`` (PX4 SITL via
     sitl.px4.Px4Sitl, in ``px4``); it stands on node ``node`` of ``network``.
     """
 
@@ -108,7 +108,7 @@ class FlyingVehicle:
 
     @property
     def home(self):
-        """The :class:`~droneops.network.Node` the vehicle started on."""
+        """The :class:`~droneops.core.network.Node` the vehicle started on."""
         return self.network.node(self.node)
 
     @property
@@ -135,7 +135,7 @@ async def flying_vehicle(request, make_sim_vehicle, tmp_path):
     profile = marker.kwargs.get("profile") or sim_profile()
     payload_kg = float(marker.kwargs.get("payload_kg", 0.0))
     if request.param == "sim":
-        from droneops.simcore import SimConfig
+        from droneops.sim.model import SimConfig
 
         # As the PX4 harness configures PX4: take-off and return at cruise height.
         config = SimConfig(takeoff_alt_m=profile.cruise_agl_m, rtl_return_alt_m=profile.cruise_agl_m)

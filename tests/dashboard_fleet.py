@@ -1,5 +1,5 @@
 """A stand-in fleet for dashboard tests and the dashboard bench: publishes realistic vehicle
-states/telemetry, orders and events over the real :class:`droneops.telemetry.MqttLink` (so
+states/telemetry, orders and events over the real :class:`droneops.fleet.mqtt.MqttLink` (so
 the service's last will, retained republish and v5 replies are the real ones), and answers
 ``cmd/order`` from the routes of the network.
 
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import networkx as nx
 
-from droneops.network import Network
-from droneops.telemetry import (
+from droneops.core.network import Network
+from droneops.fleet.mqtt import (
     CommandError,
     CommandLimits,
     IncomingCommand,
@@ -273,17 +273,17 @@ def real_service_available() -> bool:
     import importlib.util
 
     return all(importlib.util.find_spec(m) is not None for m in
-               ("droneops.service", "droneops.config", "droneops.sim", "service_fixtures"))
+               ("droneops.fleet.service", "droneops.fleet.config", "droneops.sim.vehicle", "service_fixtures"))
 
 
 @contextlib.asynccontextmanager
 async def running_service(broker, tmp_path, vehicles, network, profile, *, time_scale: float):
-    """``droneops.service.FleetService`` in this process, as the service account of ``broker``,
+    """``droneops.fleet.service.FleetService`` in this process, as the service account of ``broker``,
     flying ``vehicles`` [(vehicle_id, SimVehicle, home_node)]; waits until all are connected."""
     from service_fixtures import write_network
 
-    from droneops.config import ServiceConfig, VehicleConfig
-    from droneops.service import FleetService
+    from droneops.fleet.config import ServiceConfig, VehicleConfig
+    from droneops.fleet.service import FleetService
 
     netfile = tmp_path / "net.geojson"
     if getattr(network, "source", "") and Path(network.source).exists():

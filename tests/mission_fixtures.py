@@ -8,8 +8,8 @@ that these tests pin the mission builder alone.
 
 from __future__ import annotations
 
-from droneops.network import Network, parse_network
-from droneops.planner import Leg, Plan, Stop
+from droneops.core.network import Network, parse_network
+from droneops.core.planner import Leg, Plan, Stop
 
 LON0, LAT0 = 102.70, 25.00
 DEG_PER_KM_LAT = 1 / 111.2
@@ -84,7 +84,7 @@ def direct_plan() -> Plan:
 
 def profile(**overrides):
     """A quad7-like profile built in code (independent of the shipped TOML files)."""
-    from droneops.vehicle import VehicleProfile
+    from droneops.core.vehicle import VehicleProfile
 
     values = dict(name="testquad", mass_empty_kg=7.0, max_payload_kg=2.5, battery_capacity_wh=444.0,
                   usable_fraction=0.9, reserve_fraction=0.2, cruise_speed_mps=15.0, max_speed_mps=20.0,
@@ -126,6 +126,6 @@ def fly_profile():
     """The shipped quad7 with a small pack (so that the test delivery needs a swap)."""
     import dataclasses
 
-    from droneops.vehicle import load_vehicle
+    from droneops.core.vehicle import load_vehicle
 
     return dataclasses.replace(load_vehicle("quad7"), battery_capacity_wh=FLY_CAPACITY_WH)

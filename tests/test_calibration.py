@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from droneops import calibration as cal
-from droneops.energy import hover_power_w
+from droneops.core.energy import hover_power_w
 from droneops.errors import UserError
-from droneops.vehicle import load_vehicle, missions_dir
+from droneops.core.vehicle import load_vehicle, missions_dir
 
 DATA = cal.data_dir()
 needs_data = pytest.mark.skipif(

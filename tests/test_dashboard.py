@@ -16,12 +16,12 @@ import aiohttp
 import pytest
 
 # The dashboard is built on the fleet service's MQTT layer and the shared broker harness.
-pytest.importorskip("droneops.telemetry", reason="droneops.telemetry (fleet service MQTT layer) is not in this checkout")
+pytest.importorskip("droneops.fleet.mqtt", reason="droneops.fleet.mqtt (fleet service MQTT layer) is not in this checkout")
 pytest.importorskip("mqtt_broker", reason="tests/mqtt_broker.py (Mosquitto harness) is not in this checkout")
 
 from dashboard_fleet import FakeFleet, real_service_available, running_service
 from droneops import cli
-from droneops.dashboard import (
+from droneops.dashboard.app import (
     DashboardConfig,
     FleetState,
     Hub,
@@ -38,8 +38,8 @@ from droneops.dashboard import (
     staleness,
 )
 from droneops.errors import UserError
-from droneops.network import load_network, parse_network
-from droneops.telemetry import Topics
+from droneops.core.network import load_network, parse_network
+from droneops.fleet.mqtt import Topics
 from mqtt_broker import USERS, Subscriber, jpayload, mosquitto  # noqa: F401  (fixture)
 
 PREFIX = "droneops/v1/test"
@@ -530,13 +530,13 @@ async def test_broker_outage_is_shown_and_the_feed_recovers(mosquitto, huadu):
 
 
 @pytest.mark.mqtt
-@pytest.mark.skipif(not real_service_available(), reason="the fleet service (droneops.service) is not in this checkout")
+@pytest.mark.skipif(not real_service_available(), reason="the fleet service (droneops.fleet.service) is not in this checkout")
 async def test_booking_through_the_real_fleet_service(mosquitto, tmp_path, make_sim_vehicle):
-    """Dashboard -> cmd/order -> droneops.service (planner, store, a simulated PX4 vehicle) ->
+    """Dashboard -> cmd/order -> droneops.fleet.service (planner, store, a simulated PX4 vehicle) ->
     reply with ETA; the order is flown to completion and every step reaches the stream."""
     from service_fixtures import network_geojson
 
-    from droneops.vehicle import load_vehicle
+    from droneops.core.vehicle import load_vehicle
 
     net = parse_network(network_geojson(), source="service-test")
     speed = 60.0

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 # The dashboard is built on the fleet service's MQTT layer and the shared broker harness.
-pytest.importorskip("droneops.telemetry", reason="droneops.telemetry (fleet service MQTT layer) is not in this checkout")
+pytest.importorskip("droneops.fleet.mqtt", reason="droneops.fleet.mqtt (fleet service MQTT layer) is not in this checkout")
 pytest.importorskip("mqtt_broker", reason="tests/mqtt_broker.py (Mosquitto harness) is not in this checkout")
 
 from dashboard_cdp import Chromium, find_chromium
 from dashboard_fleet import FakeFleet, real_service_available, running_service
-from droneops.dashboard import DashboardConfig, serve
-from droneops.network import load_network, parse_network
+from droneops.dashboard.app import DashboardConfig, serve
+from droneops.core.network import load_network, parse_network
 from mqtt_broker import USERS, free_port, mosquitto  # noqa: F401  (fixture)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
@@ -130,13 +130,13 @@ async def test_page_end_to_end_with_stand_in_fleet(mosquitto, tmp_path):
             "frames": len(stats["frames"])}, indent=2))
 
 
-@pytest.mark.skipif(not real_service_available(), reason="the fleet service (droneops.service) is not in this checkout")
+@pytest.mark.skipif(not real_service_available(), reason="the fleet service (droneops.fleet.service) is not in this checkout")
 async def test_page_with_real_service_and_simulated_vehicles(mosquitto, tmp_path, make_sim_vehicle):
-    """The real chain: page -> dashboard -> Mosquitto -> droneops.service -> simulated PX4
+    """The real chain: page -> dashboard -> Mosquitto -> droneops.fleet.service -> simulated PX4
     vehicles (MAVLink), and back. Station ``S`` (a swap station) watches a delivery from S."""
     from service_fixtures import network_geojson
 
-    from droneops.vehicle import load_vehicle
+    from droneops.core.vehicle import load_vehicle
 
     net = parse_network(network_geojson(), source="service-test")
     speed = 30.0

@@ -1,4 +1,4 @@
-"""Tests of droneops.energy against hand-computed physics, and of `droneops energy`."""
+"""Tests of droneops.core.energy against hand-computed physics, and of `droneops energy`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from droneops.cli import main
-from droneops.energy import (
+from droneops.core.energy import (
     PHASE_NAMES,
     Wind,
     airspeed_mps,
@@ -26,7 +26,7 @@ from droneops.energy import (
     vertical_energy,
 )
 from droneops.errors import UserError
-from droneops.vehicle import load_vehicle, parse_vehicle
+from droneops.core.vehicle import load_vehicle, parse_vehicle
 
 G = 9.80665
 

@@ -1,8 +1,8 @@
 """A plan is checked against its own physics: plan a delivery, build its PX4 missions and fly
-them through the pure simulated vehicle (:class:`droneops.simcore.VehicleModel`, no MAVLink),
+them through the pure simulated vehicle (:class:`droneops.sim.model.VehicleModel`, no MAVLink),
 then compare the battery energy the simulated vehicle drew with the planner's energy.
 
-Both sides use :func:`droneops.energy.power_w`; they differ only in kinematics. The planner
+Both sides use :func:`droneops.core.energy.power_w`; they differ only in kinematics. The planner
 must never be optimistic: a simulated flight may draw at most ``UNDER_MARGIN`` (1 %) more than
 planned, and at most ``TOLERANCE`` (5 %) less. Known residual on the cases below (plan minus sim,
 -0.95 .. +0.8 %):
@@ -27,13 +27,13 @@ from dataclasses import replace
 
 import pytest
 
-from droneops import simcore as sc
-from droneops.energy import Wind
-from droneops.mission import build_missions
-from droneops.network import load_network
-from droneops.planner import Planner
-from droneops.sim import network_terrain
-from droneops.vehicle import load_vehicle
+from droneops.sim import model as sc
+from droneops.core.energy import Wind
+from droneops.core.mission import build_missions
+from droneops.core.network import load_network
+from droneops.core.planner import Planner
+from droneops.sim.vehicle import network_terrain
+from droneops.core.vehicle import load_vehicle
 
 TOLERANCE = 0.05
 """Largest relative amount by which a flight may draw less than planned (conservative plan)."""

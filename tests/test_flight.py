@@ -10,9 +10,9 @@ import socket
 import pytest
 
 import mission_fixtures as fx
-from droneops import flight as fl
-from droneops import mission as m
-from droneops.planner import Stop
+from droneops.vehicles import flight as fl
+from droneops.core import mission as m
+from droneops.core.planner import Stop
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def fly_prof():
 
 @pytest.fixture(scope="module")
 def swap_plan(fly_net, fly_prof):
-    from droneops.planner import plan_delivery
+    from droneops.core.planner import plan_delivery
 
     plan = plan_delivery(fly_net, fly_prof, "D", "P", payload_kg=1.0)
     assert plan.feasible and [s.action for s in plan.stops] == ["swap", "deliver"]
@@ -143,7 +143,7 @@ async def _vehicle(make_sim_vehicle, net, prof, node="D", **kwargs):
 
 
 def _distance_to(vehicle, node) -> float:
-    from droneops import geo
+    from droneops.core import geo
 
     lat, lon = vehicle.model.lat_lon_deg
     return float(geo.distance_m(lat, lon, node.lat_deg, node.lon_deg))
@@ -163,7 +163,7 @@ async def test_delivery_with_battery_swap_end_to_end(make_sim_vehicle, fly_net, 
     assert len(vehicle.model.releases) == 1
     release = vehicle.model.releases[0]
     assert release.alt_m == pytest.approx(pad.ground_alt_m + fly_prof.delivery_agl_m, abs=1.0)
-    from droneops import geo
+    from droneops.core import geo
     assert float(geo.distance_m(release.lat_deg, release.lon_deg, pad.lat_deg, pad.lon_deg)) < 5.0
     # Landed and disarmed at S at the end.
     assert _distance_to(vehicle, fly_net.nodes["S"]) < 5.0
@@ -343,7 +343,7 @@ async def test_cli_fly_json_report(make_sim_vehicle, fly_net, fly_prof, tmp_path
     import json
 
     from droneops.cli import main
-    from droneops.vehicle import missions_dir
+    from droneops.core.vehicle import missions_dir
 
     net_file = tmp_path / "fly.geojson"
     net_file.write_text(json.dumps(fx.fly_network_geojson()))

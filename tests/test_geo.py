@@ -1,4 +1,4 @@
-"""Tests for droneops.geo: pymap3d-based frames, distances, tracks, planar geometry."""
+"""Tests for droneops.core.geo: pymap3d-based frames, distances, tracks, planar geometry."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pymap3d.vincenty as vincenty
 import pytest
 
-from droneops import geo
+from droneops.core import geo
 
 EARTH_MEAN_RADIUS_M = 6_371_008.8
 

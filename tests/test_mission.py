@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import mission_fixtures as fx
-from droneops import geo
-from droneops import mission as m
+from droneops.core import geo
+from droneops.core import mission as m
 
 
 @pytest.fixture(scope="module")
@@ -331,9 +331,9 @@ def test_yunnan_missions_clear_the_terrain_everywhere(method):
     """Every pad of missions/yunnan.geojson (villages 245-1950 m AMSL), planned by the real
     planner: every flown point clears the ground by the cruise height, take-off/landing sit on
     the pads' ground, and the checks pass."""
-    from droneops.network import load_network
-    from droneops.planner import plan_delivery
-    from droneops.vehicle import missions_dir
+    from droneops.core.network import load_network
+    from droneops.core.planner import plan_delivery
+    from droneops.core.vehicle import missions_dir
 
     net = load_network(missions_dir() / "yunnan.geojson")
     prof = fx.profile(delivery_method=method)

@@ -202,7 +202,7 @@ def test_tls_listener_with_test_ca(mosquitto_tls):
 
 async def test_service_link_over_tls(mosquitto_tls):
     """The service's own MqttLink with TlsSettings(ca_file) connects over TLS."""
-    from droneops.telemetry import MqttLink, MqttSettings, TlsSettings
+    from droneops.fleet.mqtt import MqttLink, MqttSettings, TlsSettings
 
     settings = MqttSettings(host="127.0.0.1", port=mosquitto_tls.tls_port, fleet="test",
                             username="droneops-service", password=mosquitto_tls.users["droneops-service"],

@@ -1,4 +1,4 @@
-"""Tests for droneops.network: the GeoJSON format, validation, edges, generation, CLI."""
+"""Tests for droneops.core.network: the GeoJSON format, validation, edges, generation, CLI."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import numpy as np
 import pymap3d.vincenty as vincenty
 import pytest
 
-from droneops import geo
+from droneops.core import geo
 from droneops.cli import main
 from droneops.errors import UserError
-from droneops.network import (
+from droneops.core.network import (
     DEFAULT_SWAP_S,
     Network,
     NetworkError,
@@ -26,7 +26,7 @@ from droneops.network import (
     save_network,
     summarise,
 )
-from droneops.vehicle import missions_dir
+from droneops.core.vehicle import missions_dir
 
 # --- a small valid network ------------------------------------------------------------------
 # depot at the origin, a station 2 km east, pads 1.5 km north and 3 km east;

@@ -18,7 +18,7 @@ import pytest
 from test_planner import BASE_PROFILE, line_network, random_network_dict
 
 from droneops.cli import main
-from droneops.network import save_network
+from droneops.core.network import save_network
 
 
 def run_plan(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -47,7 +47,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     net_path = root / "line.geojson"
     save_network(line_network(spacing_m=2000.0, far_pad_m=9000.0), net_path)
     rand_path = root / "random.geojson"
-    from droneops.network import parse_network
+    from droneops.core.network import parse_network
     save_network(parse_network(random_network_dict(3)), rand_path)
     vehicle = root / "testquad.toml"
     lines = [f'name = "testquad"'] + [

@@ -1,9 +1,9 @@
-"""The exact planner (droneops.planner): optimality against brute force, invariants, explanations.
+"""The exact planner (droneops.core.planner): optimality against brute force, invariants, explanations.
 
 The brute force below is written from the flight-model specification (module comment of
 droneops/planner.py), not from the planner's code: it enumerates every sequence of legs whose
 legs are simple corridor paths between distinct landing points (each recharge node used at
-most once per phase), evaluates each leg with scalar calls into droneops.energy, and keeps
+most once per phase), evaluates each leg with scalar calls into droneops.core.energy, and keeps
 the cheapest plan. The planner must find exactly that cost, for both objectives.
 """
 
@@ -21,11 +21,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from droneops.energy import Wind, airspeed_mps, hover_power_w, segment_energy, speed_change_energy, vertical_energy
+from droneops.core.energy import Wind, airspeed_mps, hover_power_w, segment_energy, speed_change_energy, vertical_energy
 from droneops.errors import UserError
-from droneops.network import load_network, parse_network
-from droneops.planner import Plan, Planner, plan_delivery
-from droneops.vehicle import missions_dir, parse_vehicle
+from droneops.core.network import load_network, parse_network
+from droneops.core.planner import Plan, Planner, plan_delivery
+from droneops.core.vehicle import missions_dir, parse_vehicle
 
 LAT0, LON0 = 23.40, 113.20
 M_PER_DEG = 111_320.0

@@ -2,7 +2,7 @@
 PX4 launcher's own logic (sitl/px4.py).
 
 The ``flying_vehicle`` fixture (tests/conftest.py) runs each scenario twice: on
-``droneops.sim.SimVehicle`` and on a PX4 v1.16 SITL instance (SIH quadrotor) started by
+``droneops.sim.vehicle.SimVehicle`` and on a PX4 v1.16 SITL instance (SIH quadrotor) started by
 ``sitl.px4.Px4Sitl`` at the same network node. The PX4 half skips when ``PX4_DIR`` is unset (CI).
 Run it for real with::
 
@@ -26,12 +26,12 @@ from pathlib import Path
 
 import pytest
 
-from droneops import flight as fl
-from droneops import geo
-from droneops import mission as m
-from droneops.network import parse_network
-from droneops.planner import plan_delivery
-from droneops.vehicle import load_vehicle
+from droneops.vehicles import flight as fl
+from droneops.core import geo
+from droneops.core import mission as m
+from droneops.core.network import parse_network
+from droneops.core.planner import plan_delivery
+from droneops.core.vehicle import load_vehicle
 from sitl import px4 as sitl_px4
 
 REPO = Path(__file__).resolve().parents[1]

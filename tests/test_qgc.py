@@ -9,8 +9,8 @@ import socket
 import pytest
 
 import mission_fixtures as fx
-from droneops import mission as m
-from droneops import qgc
+from droneops.core import mission as m
+from droneops.formats import qgc
 from droneops.cli import main
 
 
@@ -167,9 +167,9 @@ def test_cli_mission_import(flights, tmp_path, capsys):
 
 def test_cli_plan_writes_one_qgc_file_per_flight(tmp_path, capsys):
     """``droneops plan --qgc``: yunnan P14 needs a swap, so two flights, two files."""
-    from droneops.network import load_network
-    from droneops.planner import plan_delivery
-    from droneops.vehicle import load_vehicle
+    from droneops.core.network import load_network
+    from droneops.core.planner import plan_delivery
+    from droneops.core.vehicle import load_vehicle
 
     target = tmp_path / "p14.plan"
     code = main(["plan", "--network", "yunnan", "--vehicle", "quad7", "--from", "depot", "--to", "P14",

@@ -1,5 +1,5 @@
 """The fleet service end to end: a real Mosquitto (tests/mqtt_broker.py), simulated PX4-like
-vehicles (droneops.sim) on real MAVLink, the service in-process or as a child process.
+vehicles (droneops.sim.vehicle) on real MAVLink, the service in-process or as a child process.
 
 Covered: an order over MQTT flown to completion (two vehicles at once), v5 replies,
 idempotent retries, rejection, 1 malformed-command fuzz over the broker, ACL denial seen from
@@ -22,14 +22,14 @@ from mqtt_broker import Subscriber, jpayload, mosquitto  # noqa: F401  (fixture)
 from service_fixtures import (ArmCounter, ServiceProcess, network_geojson, order_state, reply_for, send,
                               service_toml, wait_until, write_network)
 
-from droneops import store as S
-from droneops.config import ServiceConfig, VehicleConfig, load_config, parse_config
+from droneops.fleet import store as S
+from droneops.fleet.config import ServiceConfig, VehicleConfig, load_config, parse_config
 from droneops.errors import UserError
-from droneops.network import parse_network
-from droneops.service import (EnergyWatch, FleetService, RouteProgress, nearest_node, plan_from_json,
+from droneops.core.network import parse_network
+from droneops.fleet.service import (EnergyWatch, FleetService, RouteProgress, nearest_node, plan_from_json,
                               recharge_time_s, time_to_drop_s)
-from droneops.telemetry import MqttSettings
-from droneops.vehicle import load_vehicle
+from droneops.fleet.mqtt import MqttSettings
+from droneops.core.vehicle import load_vehicle
 
 SPEED = 60.0  # simulation speed factor of these tests
 FAST = 100.0  # ... of the long energy-watch flight
@@ -56,7 +56,7 @@ def _quiet_mavsdk():
 
 
 def test_plan_json_round_trip_and_time_to_drop(net, quad7):
-    from droneops.planner import Planner
+    from droneops.core.planner import Planner
 
     plan = Planner(net, quad7).plan("D", "P2", payload_kg=1.0)
     again = plan_from_json(json.loads(json.dumps(plan.to_json())))
@@ -78,8 +78,8 @@ def test_recharge_time(net, quad7):
 
 
 def test_route_progress(net, quad7):
-    from droneops.mission import build_missions
-    from droneops.planner import Planner
+    from droneops.core.mission import build_missions
+    from droneops.core.planner import Planner
 
     mission = build_missions(Planner(net, quad7).plan("D", "P1", 1.0), net, quad7)[0]
     route = RouteProgress(mission.items)
@@ -117,8 +117,8 @@ def test_energy_watch_projection():
 
 
 def test_vehicle_feed_rates():
-    from droneops.service import VehicleFeed
-    from droneops.telemetry import Topics, VehicleSnapshot
+    from droneops.fleet.service import VehicleFeed
+    from droneops.fleet.mqtt import Topics, VehicleSnapshot
 
     class Recorder:
         topics = Topics("droneops/v1/t")
@@ -174,11 +174,11 @@ def test_config_parsing_errors(tmp_path):
 
 def test_shipped_fleet_toml_is_valid(monkeypatch):
     monkeypatch.setenv("DRONEOPS_MQTT_PASSWORD", "x")
-    from droneops.vehicle import missions_dir
+    from droneops.core.vehicle import missions_dir
 
     cfg = load_config(missions_dir() / "fleet.toml")
     assert cfg.mqtt.fleet == "huadu" and len(cfg.vehicles) == 3
-    from droneops.network import load_network
+    from droneops.core.network import load_network
 
     net = load_network(cfg.network)
     assert all(v.home in net.nodes for v in cfg.vehicles)

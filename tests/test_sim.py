@@ -1,7 +1,7 @@
 """The simulated vehicle: pure model logic, then real loopback MAVLink with a MAVSDK ground station.
 
 The integration tests connect a MAVSDK 4.1 client (``udpin://127.0.0.1:PORT``) to a
-:class:`droneops.sim.SimVehicle` running at :data:`conftest.SIM_SPEED_FACTOR` and check what a
+:class:`droneops.sim.vehicle.SimVehicle` running at :data:`conftest.SIM_SPEED_FACTOR` and check what a
 ground station sees against the PX4 SITL facts (``shared/px4-sitl-facts.md``).
 """
 
@@ -19,8 +19,8 @@ from mavsdk.asyncio.plugins.mission_raw import MissionItem, MissionRawAsync, Mis
 from mavsdk.asyncio.plugins.telemetry import FlightMode, LandedState, TelemetryAsync
 
 from conftest import SIM_HOME, sim_profile
-from droneops import simcore as sc
-from droneops.simcore import SimConfig, SimItem, VehicleModel
+from droneops.sim import model as sc
+from droneops.sim.model import SimConfig, SimItem, VehicleModel
 
 LAT0, LON0, GROUND0 = SIM_HOME
 PLANE = sc.LocalPlane(LAT0, LON0)
@@ -246,7 +246,7 @@ def test_nav_delay_and_speed_change(profile):
 
 
 def test_headwind_costs_more_energy(profile):
-    from droneops.energy import Wind
+    from droneops.core.energy import Wind
 
     def energy_wh(wind_from_deg: float) -> float:
         m = model(profile, wind=Wind(8.0, wind_from_deg))
@@ -525,7 +525,7 @@ async def test_takeoff_goto_and_land_actions(sim_vehicle):
 
 def test_cli_sim_prints_table_and_stops(capsys):
     from droneops import cli
-    from droneops.sim import free_udp_port
+    from droneops.sim.vehicle import free_udp_port
 
     base = free_udp_port()
     rc = cli.main(["sim", "--network", "huadu", "--vehicle", sim_profile().name, "--vehicles", "3",
@@ -557,7 +557,7 @@ def test_cli_sim_bad_input(capsys, args, message):
 async def test_sharded_fleet_beyond_one_process():
     import threading
 
-    from droneops.sim import MAX_VEHICLES_PER_PROCESS, FleetSpec, free_udp_port, run_sharded
+    from droneops.sim.vehicle import MAX_VEHICLES_PER_PROCESS, FleetSpec, free_udp_port, run_sharded
 
     count = MAX_VEHICLES_PER_PROCESS + 1          # two worker processes
     base = free_udp_port()
@@ -597,7 +597,7 @@ async def test_payload_parameter_and_identity(sim_vehicle):
     from mavsdk.asyncio.plugins.info import InfoAsync
     from mavsdk.asyncio.plugins.param import ParamAsync
 
-    from droneops.sim import PARAM_PAYLOAD, is_droneops_sim
+    from droneops.sim.vehicle import PARAM_PAYLOAD, is_droneops_sim
 
     assert not is_droneops_sim("000000000") and not is_droneops_sim("") and not is_droneops_sim("4f1b2c3d0")
     async with ground_station(sim_vehicle.url) as gcs:

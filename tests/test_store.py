@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from droneops import store as S
-from droneops.store import IllegalTransition, OrderConflict, Store
+from droneops.fleet import store as S
+from droneops.fleet.store import IllegalTransition, OrderConflict, Store
 
 
 class FakeClock:
@@ -202,7 +202,7 @@ def test_acknowledged_order_survives_kill_9(tmp_path):
     path = tmp_path / "fleet.db"
     code = textwrap.dedent(f"""
         import sys, time
-        from droneops.store import Store
+        from droneops.fleet.store import Store
         s = Store({str(path)!r})
         for i in range(20):
             s.create_order(f"o{{i}}", {{"to": "P01", "payload_kg": 1.0}}, 5)

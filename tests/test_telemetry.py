@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mqtt_broker import Subscriber, jpayload, mosquitto  # noqa: F401  (fixture)
 
-from droneops import telemetry as T
-from droneops.telemetry import CommandError, CommandLimits, MqttLink, MqttSettings, Topics
+from droneops.fleet import mqtt as T
+from droneops.fleet.mqtt import CommandError, CommandLimits, MqttLink, MqttSettings, Topics
 
 LIMITS = CommandLimits(max_payload_kg=MAX_PAYLOAD_KG, pads=frozenset(PADS), origins=frozenset(ORIGINS),
                        vehicles=frozenset(VEHICLES))

@@ -16,11 +16,11 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
-from droneops.energy import Wind, hover_power_w, segment_energy, speed_change_energy, vertical_energy
+from droneops.core.energy import Wind, hover_power_w, segment_energy, speed_change_energy, vertical_energy
 from droneops.errors import UserError
-from droneops.mission import ALT_EPS_M
-from droneops.network import Network
-from droneops.vehicle import VehicleProfile
+from droneops.core.mission import ALT_EPS_M
+from droneops.core.network import Network
+from droneops.core.vehicle import VehicleProfile
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class Plan:
 #   It starts on the ground at its first node: motors idle on the ground (half of the
 #   profile's ``ground_idle_s``), vertical climb of ``cruise_agl_m``, ``transition_hover_s``
 #   at cruise height and the extra cost of accelerating to and braking from cruise speed
-#   (:func:`droneops.energy.speed_change_energy`, averaged over track directions because it is
+#   (:func:`droneops.core.energy.speed_change_energy`, averaged over track directions because it is
 #   paid once per leg whatever the course). It ends with a vertical descent of
 #   ``cruise_agl_m`` and landing (``vertical_energy(..., landing=True)``) plus the other half
 #   of the ground idle.
@@ -367,13 +367,13 @@ class Planner:
 
     Per network: node/edge index arrays, adjacency and the reversed-graph structure. Per
     (payload, wind): every edge's energy and time (one vectorised call into
-    :mod:`droneops.energy`) and distance-to rows. A fleet service should keep one Planner per
+    :mod:`droneops.core.energy`) and distance-to rows. A fleet service should keep one Planner per
     (network, profile) and call :meth:`plan` for each order; :func:`plan_delivery` is the
     one-shot form. The caches are bounded (LRU by key) and are not locked: use one Planner per
     thread.
 
-    >>> from droneops.network import load_network
-    >>> from droneops.vehicle import load_vehicle
+    >>> from droneops.core.network import load_network
+    >>> from droneops.core.vehicle import load_vehicle
     >>> planner = Planner(load_network("huadu"), load_vehicle("quad7"))   # doctest: +SKIP
     >>> plan = planner.plan("depot", "P01", payload_kg=1.5, wind=Wind(5, 270))  # doctest: +SKIP
     >>> plan.feasible, round(plan.duration_s / 60, 1), round(plan.energy_wh)  # doctest: +SKIP
@@ -431,7 +431,7 @@ class Planner:
         out_dh = (topo.ground_m[topo.dst] + agl) - cruise_alt
         in_wh, in_s = self._vertical(payload_kg, in_dh, wind)
         out_wh, out_s = self._vertical(payload_kg, out_dh, wind)
-        # a height change over a node is flown vertically (droneops.mission): the vehicle brakes
+        # a height change over a node is flown vertically (droneops.core.mission): the vehicle brakes
         # to a stop there and accelerates again; booked once per edge end that changes height
         stop_wh, stop_s = self._node_stops(payload_kg, wind, in_dh, out_dh)
         edge_wh = cruise_wh + in_wh + out_wh + stop_wh
@@ -459,7 +459,7 @@ class Planner:
         """Per edge: energy (Wh) and time (s) of the stops over its end nodes.
 
         An edge whose cruise altitude differs from a node's transit height (ground + the
-        profile's ``cruise_agl_m``) by more than half of :data:`droneops.mission.ALT_EPS_M`
+        profile's ``cruise_agl_m``) by more than half of :data:`droneops.core.mission.ALT_EPS_M`
         is booked one full stop at that end (:meth:`_stop_cost`). The mission stops over a
         node flown through exactly when the two corridors' cruise altitudes differ, and then
         at least one of them differs from the transit height, so this is an upper bound that
@@ -541,7 +541,7 @@ class Planner:
             raise UserError(f"battery must be 0..100 % of capacity, got {battery_pct!r}")
         wind = Wind() if wind is None else wind
         if not isinstance(wind, Wind):
-            raise UserError(f"wind must be a droneops.energy.Wind, got {wind!r}")
+            raise UserError(f"wind must be a droneops.core.energy.Wind, got {wind!r}")
         if wind.speed_mps > p.max_wind_mps:
             raise UserError(f"wind {wind.speed_mps:g} m/s exceeds {p.name}'s limit of {p.max_wind_mps:g} m/s")
         spec = RETURN_ANY if return_to in (None, RETURN_ANY) else str(return_to)
@@ -1091,10 +1091,10 @@ def plan_delivery(network: Network, profile: VehicleProfile, origin: str, destin
     A thin wrapper around :class:`Planner` (which it keeps for the last network/profile, so
     repeated calls are fast). Arguments as :meth:`Planner.plan`. Example::
 
-        from droneops.energy import Wind
-        from droneops.network import load_network
-        from droneops.planner import plan_delivery
-        from droneops.vehicle import load_vehicle
+        from droneops.core.energy import Wind
+        from droneops.core.network import load_network
+        from droneops.core.planner import plan_delivery
+        from droneops.core.vehicle import load_vehicle
 
         plan = plan_delivery(load_network("huadu"), load_vehicle("quad7"), "depot", "P01",
                              payload_kg=1.5, wind=Wind(6, 90), objective="time")

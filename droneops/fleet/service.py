@@ -2,13 +2,13 @@
 
 One asyncio process owns:
 
-* the **store** (:mod:`droneops.store`, SQLite): every accepted order is committed before the
+* the **store** (:mod:`droneops.fleet.store`, SQLite): every accepted order is committed before the
   reply goes out; every state change is committed before the action it announces (an order is
   ``uploading`` before the first byte of its mission is sent, ``in_flight`` as soon as the
   vehicle confirms the start);
-* the **MQTT link** (:mod:`droneops.telemetry`): commands in, retained state / telemetry /
+* the **MQTT link** (:mod:`droneops.fleet.mqtt`): commands in, retained state / telemetry /
   events out; it reconnects by itself and republishes the retained state;
-* one **agent** per configured vehicle: a :class:`droneops.flight.FlightController`, where the
+* one **agent** per configured vehicle: a :class:`droneops.vehicles.flight.FlightController`, where the
   vehicle stands (network node), when its battery swap/charge ends, and the job it runs;
 * the **dispatcher**: queued orders, highest priority first then oldest, go to the idle vehicle
   with the earliest planned arrival at the destination (a plan from each idle vehicle's node
@@ -42,10 +42,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from droneops import store as S
-from droneops.config import ServiceConfig, VehicleConfig
+from droneops.fleet import store as S
+from droneops.fleet.config import ServiceConfig, VehicleConfig
 from droneops.errors import UserError
-from droneops.telemetry import (
+from droneops.fleet.mqtt import (
     CommandError,
     CommandLimits,
     IncomingCommand,
@@ -57,7 +57,7 @@ from droneops.telemetry import (
     parse_vehicle_command,
 )
 
-log = logging.getLogger("droneops.service")
+log = logging.getLogger("droneops.fleet.service")
 
 # --- tunables (documented here; not per-site settings) -------------------------------------
 
@@ -78,7 +78,7 @@ CRUISE_FROM_ITEM = 2
 #: MAVLink command numbers used to find the drop in a mission.
 MAV_CMD_DO_GRIPPER = 211
 #: Vehicles one service process can fly: every FlightController is a MAVSDK instance, and
-#: MAVSDK 4.1 corrupts memory past 16 instances per process (see droneops.sim.MAX_VEHICLES_PER_PROCESS).
+#: MAVSDK 4.1 corrupts memory past 16 instances per process (see droneops.sim.vehicle.MAX_VEHICLES_PER_PROCESS).
 MAX_VEHICLES_PER_SERVICE = 16
 
 _IN_AIR = frozenset({"TAKING_OFF", "IN_AIR", "LANDING"})
@@ -88,8 +88,8 @@ _IN_AIR = frozenset({"TAKING_OFF", "IN_AIR", "LANDING"})
 
 
 def plan_from_json(d: dict):
-    """Rebuild a :class:`droneops.planner.Plan` from ``Plan.to_json()`` (the stored plan)."""
-    from droneops.planner import Leg, Plan, Stop
+    """Rebuild a :class:`droneops.core.planner.Plan` from ``Plan.to_json()`` (the stored plan)."""
+    from droneops.core.planner import Leg, Plan, Stop
 
     legs = tuple(Leg(from_id=x["from"], to_id=x["to"], nodes=tuple(x["nodes"]), payload_kg=x["payload_kg"],
                      distance_m=x["distance_m"], duration_s=x["duration_s"], energy_wh=x["energy_wh"],
@@ -146,7 +146,7 @@ class RouteProgress:
     """
 
     def __init__(self, items) -> None:
-        from droneops import geo
+        from droneops.core import geo
 
         pts = [(int(i.seq), i.lat_deg, i.lon_deg) for i in items if i.has_position]
         self._seq = [p[0] for p in pts]
@@ -159,7 +159,7 @@ class RouteProgress:
         self.total_m = cum[-1] if cum else 0.0
 
     def fraction(self, current_seq: int, lat_deg: float, lon_deg: float) -> float:
-        from droneops import geo
+        from droneops.core import geo
 
         if self.total_m <= 0 or not self._seq or math.isnan(lat_deg) or math.isnan(lon_deg):
             return 0.0
@@ -211,7 +211,7 @@ class EnergyWatch:
 
 def nearest_node(network, lat_deg: float, lon_deg: float, tolerance_m: float = NODE_TOLERANCE_M) -> str | None:
     """The network node within ``tolerance_m`` of a position (nearest first), or None."""
-    from droneops import geo
+    from droneops.core import geo
 
     if lat_deg is None or lon_deg is None or math.isnan(lat_deg) or math.isnan(lon_deg):
         return None
@@ -325,10 +325,10 @@ class FleetService:
     """
 
     def __init__(self, config: ServiceConfig, *, network=None, profile=None) -> None:
-        from droneops.energy import Wind
-        from droneops.network import load_network
-        from droneops.planner import Planner
-        from droneops.vehicle import load_vehicle
+        from droneops.core.energy import Wind
+        from droneops.core.network import load_network
+        from droneops.core.planner import Planner
+        from droneops.core.vehicle import load_vehicle
 
         if len(config.vehicles) > MAX_VEHICLES_PER_SERVICE:
             raise UserError(f"{len(config.vehicles)} vehicles: one service process flies at most "
@@ -557,7 +557,7 @@ class FleetService:
 
     async def _agent_main(self, agent: Agent) -> None:
         """Connect to the vehicle (retrying), then keep its link state current."""
-        from droneops.flight import FlightController, FlightError
+        from droneops.vehicles.flight import FlightController, FlightError
 
         while not self._stopping:
             controller = FlightController(agent.cfg.url, self.profile, self.flight_config,
@@ -657,7 +657,7 @@ class FleetService:
             self._event("delivered", order_id=order.id, vehicle_id=agent.id, to=order.request.get("to"))
 
     def _energy_check(self, agent: Agent) -> None:
-        from droneops.flight import battery_energy_wh
+        from droneops.vehicles.flight import battery_energy_wh
 
         watch, s = agent.watch, agent.state()
         if (watch is None or agent.diverting or agent.route is None or s is None or not self.config.energy_watch
@@ -675,7 +675,7 @@ class FleetService:
 
     async def _divert(self, agent: Agent, reason: str) -> None:
         """Send a flying vehicle to the nearest station it can reach (a new mission)."""
-        from droneops.flight import FlightError
+        from droneops.vehicles.flight import FlightError
 
         agent.diverting = reason
         try:
@@ -705,7 +705,7 @@ class FleetService:
         agent.landing_in_place = False
 
     def _begin_flight(self, agent: Agent, flight: S.Flight, mission, watch: bool) -> None:
-        from droneops.flight import landing_floor_wh
+        from droneops.vehicles.flight import landing_floor_wh
 
         agent.flight = flight
         agent.mission = mission
@@ -728,7 +728,7 @@ class FleetService:
             self._event("stranded", vehicle_id=agent.id, lat_deg=s.lat_deg if s else None,
                         lon_deg=s.lon_deg if s else None)
             return
-        from droneops.flight import battery_energy_wh
+        from droneops.vehicles.flight import battery_energy_wh
 
         battery = None if s is None or math.isnan(s.battery_pct) else battery_energy_wh(self.profile, s.battery_pct)
         agent.node = node
@@ -741,7 +741,7 @@ class FleetService:
     async def _fly_one(self, agent: Agent, order_id: str | None, mission, k: int, *,
                        watch: bool = True) -> _Outcome:
         """Fly one mission of an order (flight row, upload, start, follow, landing)."""
-        from droneops.flight import FlightError, PreflightError
+        from droneops.vehicles.flight import FlightError, PreflightError
 
         flight = self.store.start_flight(agent.id, order_id=order_id, kind="delivery", origin=mission.from_id,
                                          destination=mission.to_id, planned_energy_wh=mission.planned_energy_wh,
@@ -785,7 +785,7 @@ class FleetService:
 
     async def _deliver(self, agent: Agent, order_id: str, plan) -> None:
         """The job of an assigned order: wait for the swap, fly every mission of the plan."""
-        from droneops.mission import build_checked_missions
+        from droneops.core.mission import build_checked_missions
 
         try:
             missions = build_checked_missions(plan, self.network, self.profile)
@@ -849,7 +849,7 @@ class FleetService:
 
     async def _continue_after_divert(self, agent: Agent, order_id: str) -> None:
         """After a divert landing: swap, re-plan from that station with the same vehicle and payload."""
-        from droneops.mission import build_checked_missions
+        from droneops.core.mission import build_checked_missions
 
         order = self.store.get_order(order_id)
         plan = self._plan(agent.node, order, 100.0)
@@ -892,7 +892,7 @@ class FleetService:
                                             self.flight_config.health_timeout_s, "telemetry")
 
     async def _download(self, agent: Agent) -> list:
-        from droneops.mission import MissionItem
+        from droneops.core.mission import MissionItem
 
         raw = await agent.controller._mission_raw.download_mission()
         return [MissionItem(seq=i.seq, frame=i.frame, command=i.command, current=i.current,
@@ -902,8 +902,8 @@ class FleetService:
     async def _follow(self, agent: Agent, flight: S.Flight, expected) -> _Outcome:
         """Re-attach to a flight in progress: read the vehicle's mission back, then follow it
         until landed and disarmed (FlightController's own completion logic)."""
-        from droneops.flight import FlightError
-        from droneops.mission import FlightMission, compare_items
+        from droneops.vehicles.flight import FlightError
+        from droneops.core.mission import FlightMission, compare_items
 
         ctrl = agent.controller
         try:
@@ -944,7 +944,7 @@ class FleetService:
 
     async def _resume(self, agent: Agent, order_id: str, flight: S.Flight | None) -> None:
         """Pick up an order that had a vehicle when the service stopped."""
-        from droneops.mission import build_missions, compare_items
+        from droneops.core.mission import build_missions, compare_items
 
         await self._wait_connected(agent)
         order = self.store.get_order(order_id)
@@ -1209,7 +1209,7 @@ class FleetService:
         self.link.reply(cmd, body)
 
     async def _vehicle_command(self, cmd: IncomingCommand, vehicle_id: str) -> None:
-        from droneops.flight import FlightError
+        from droneops.vehicles.flight import FlightError
 
         try:
             vc = parse_vehicle_command(vehicle_id, cmd.payload, self.limits)
@@ -1269,7 +1269,7 @@ class FleetService:
 def _peek_order_id(payload: bytes) -> str | None:
     """The ``order_id`` of a command that failed validation, when it is itself a valid id (lets
     MQTT 3.1.1 clients, which get no reply topic, match the rejection event). Never raises."""
-    from droneops.telemetry import ID_PATTERN, decode_command
+    from droneops.fleet.mqtt import ID_PATTERN, decode_command
 
     try:
         oid = decode_command(payload).get("order_id")

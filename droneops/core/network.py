@@ -19,7 +19,7 @@ or geojson.io):
 
 :func:`parse_network` validates everything and raises :class:`NetworkError` listing every
 problem, each naming its feature. :meth:`Network.edges` gives the directed edges the planner
-searches, with per-segment lengths and tracks precomputed (see :mod:`droneops.geo` for frames
+searches, with per-segment lengths and tracks precomputed (see :mod:`droneops.core.geo` for frames
 and accuracy). :func:`generate_network` makes large synthetic networks; :func:`connect_network`
 adds straight corridors between nearby nodes.
 
@@ -41,7 +41,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from droneops import geo
+from droneops.core import geo
 from droneops.errors import UserError
 
 NODE_KINDS = ("depot", "station", "pad")
@@ -801,7 +801,7 @@ def _check_connectivity(nodes: Mapping[str, Node], corridors: list[Corridor], er
 
 def resolve_network_path(name_or_path: str | Path) -> Path:
     """A path as given, or a shipped network by name (``huadu`` -> ``missions/huadu.geojson``)."""
-    from droneops.vehicle import missions_dir
+    from droneops.core.vehicle import missions_dir
 
     text = str(name_or_path)
     path = Path(text)

@@ -26,7 +26,7 @@
     [mqtt.tls]                     # optional
     ca_file = "ca.crt"
 
-    [flight]                       # optional FlightController tuning (droneops.flight.FlightConfig)
+    [flight]                       # optional FlightController tuning (droneops.vehicles.flight.FlightConfig)
     connect_timeout_s = 30
 
     [[vehicles]]
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from droneops.errors import UserError
-from droneops.telemetry import ID_PATTERN, MqttSettings, TlsSettings
+from droneops.fleet.mqtt import ID_PATTERN, MqttSettings, TlsSettings
 
 OBJECTIVES = ("time", "energy")
 
@@ -81,8 +81,8 @@ class ServiceConfig:
     source: str = ""
 
     def flight_config(self):
-        """The :class:`droneops.flight.FlightConfig` with this file's ``[flight]`` overrides."""
-        from droneops.flight import FlightConfig
+        """The :class:`droneops.vehicles.flight.FlightConfig` with this file's ``[flight]`` overrides."""
+        from droneops.vehicles.flight import FlightConfig
 
         return dataclasses.replace(FlightConfig(), **self.flight)
 
@@ -222,12 +222,12 @@ def parse_config(data: dict, base_dir: Path, source: str = "") -> ServiceConfig:
     if objective not in OBJECTIVES:
         raise UserError(f"{w}.objective must be one of {', '.join(OBJECTIVES)}")
     wind = _str(svc, "wind", w, "calm")
-    from droneops.energy import Wind
+    from droneops.core.energy import Wind
 
     Wind.parse(wind)  # UserError on a bad wind
     mqtt = parse_mqtt(_table(data.get("mqtt", {}), f"{where} [mqtt]"), base_dir, f"{where} [mqtt]")
     flight = _table(data.get("flight", {}), f"{where} [flight]")
-    from droneops.flight import FlightConfig
+    from droneops.vehicles.flight import FlightConfig
 
     known = {f.name: f for f in dataclasses.fields(FlightConfig)}
     _unknown(flight, set(known), f"{where} [flight]")

@@ -77,7 +77,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from droneops.errors import UserError
-from droneops.vehicle import VehicleProfile
+from droneops.core.vehicle import VehicleProfile
 
 G_MPS2 = 9.80665
 """Standard gravity, m/s^2."""

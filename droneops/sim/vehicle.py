@@ -3,7 +3,7 @@
 A :class:`SimVehicle` is one MAVLink autopilot (system id ``system_id``, component 1) that
 sends to ``udpout://127.0.0.1:PORT``, so a ground station listening on
 ``udpin://127.0.0.1:PORT`` (:attr:`SimVehicle.url`) finds it, like PX4 SITL on 14540+N. The
-flight physics, battery and mission logic live in :class:`droneops.simcore.VehicleModel`; this
+flight physics, battery and mission logic live in :class:`droneops.sim.model.VehicleModel`; this
 module connects it to MAVSDK's server plugins and runs it in (scaled) real time:
 
 * ``MissionRawServer`` receives missions, geofences and rally points (told apart by the
@@ -98,10 +98,10 @@ from mavsdk.asyncio.plugins.telemetry_server import LandedState as ServerLandedS
 from mavsdk.cmavsdk_loader import _cmavsdk_lib
 from mavsdk.types import InterceptJsonCallback
 
-from droneops import simcore
+from droneops.sim import model as simcore
 from droneops.errors import UserError
-from droneops.simcore import FlightMode, LandedState, SimConfig, SimItem, VehicleModel
-from droneops.vehicle import VehicleProfile
+from droneops.sim.model import FlightMode, LandedState, SimConfig, SimItem, VehicleModel
+from droneops.core.vehicle import VehicleProfile
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +246,9 @@ class SimStats:
 class SimVehicle:
     """One simulated vehicle on ``udpout://host:port``; an async context manager.
 
-    ``profile`` is a :class:`~droneops.vehicle.VehicleProfile`; it spawns at (``lat_deg``,
+    ``profile`` is a :class:`~droneops.core.vehicle.VehicleProfile`; it spawns at (``lat_deg``,
     ``lon_deg``) on ground ``ground_alt_m`` AMSL. ``speed_factor`` scales simulated time,
-    ``wind`` is a :class:`droneops.energy.Wind`, ``payload_kg`` the mass carried at start,
+    ``wind`` is a :class:`droneops.core.energy.Wind`, ``payload_kg`` the mass carried at start,
     ``terrain(lat, lon) -> ground AMSL m`` where landings touch down (default flat).
     ``tick_hz`` is the simulation loop rate and ``telemetry_hz`` the position rate, both in
     simulated time like PX4's streams: the wall-clock rates are multiplied by ``speed_factor``
@@ -327,7 +327,7 @@ class SimVehicle:
             return
         if SimVehicle._running >= MAX_VEHICLES_PER_PROCESS:
             raise UserError(f"at most {MAX_VEHICLES_PER_PROCESS} simulated vehicles per process (MAVSDK 4.1 "
-                            "corrupts memory past 16 instances per process); run more with droneops.sim.run_sharded")
+                            "corrupts memory past 16 instances per process); run more with droneops.sim.vehicle.run_sharded")
         SimVehicle._running += 1
         try:
             await self._start()
@@ -1014,7 +1014,7 @@ class SimFleet:
         if count > MAX_VEHICLES_PER_PROCESS:
             raise UserError(f"{count} vehicles do not fit in one process (MAVSDK 4.1 limit: "
                             f"{MAX_VEHICLES_PER_PROCESS}, see MAX_VEHICLES_PER_PROCESS); use "
-                            "droneops.sim.run_sharded or 'droneops sim'")
+                            "droneops.sim.vehicle.run_sharded or 'droneops sim'")
         nodes = spawn_nodes(network, at)
         terrain = network_terrain(network)
         self.network = network
@@ -1115,9 +1115,9 @@ async def run_fleet(spec: FleetSpec, should_stop: Callable[[], bool],
     vehicles are up. The result: ``vehicles``, ``ticks``, ``late_ticks``, ``max_lag_s``,
     ``positions_sent``, ``wall_s``.
     """
-    from droneops.energy import Wind
-    from droneops.network import load_network
-    from droneops.vehicle import load_vehicle
+    from droneops.core.energy import Wind
+    from droneops.core.network import load_network
+    from droneops.core.vehicle import load_vehicle
 
     network = load_network(spec.network)
     profile = load_vehicle(spec.vehicle)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Sequence
 
 from droneops.errors import UserError
-from droneops.mission import (
+from droneops.core.mission import (
     DEG_E7,
     MAV_CMD_NAV_FENCE_POLYGON_VERTEX_EXCLUSION,
     MAV_CMD_NAV_FENCE_POLYGON_VERTEX_INCLUSION,

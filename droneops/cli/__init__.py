@@ -99,8 +99,8 @@ def _cmd_energy(args: argparse.Namespace) -> int:
     import json
     import math
 
-    from droneops.energy import Wind, airspeed_mps, hop_energy
-    from droneops.vehicle import load_vehicle
+    from droneops.core.energy import Wind, airspeed_mps, hop_energy
+    from droneops.core.vehicle import load_vehicle
 
     profile = load_vehicle(args.vehicle)
     wind = Wind.parse(args.wind)
@@ -227,7 +227,7 @@ def _add_network(sub: argparse._SubParsersAction) -> None:
 def _cmd_network(args: argparse.Namespace) -> int:
     import json
 
-    from droneops import network as netmod
+    from droneops.core import network as netmod
 
     action = args.network_command
     if action is None:
@@ -372,11 +372,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     import json
     import math
 
-    from droneops.energy import Wind
-    from droneops.network import load_network
-    from droneops.planner import plan_delivery
-    from droneops.render import check_map_path, draw_plan_map, plan_summary, plan_table
-    from droneops.vehicle import load_vehicle
+    from droneops.core.energy import Wind
+    from droneops.core.network import load_network
+    from droneops.core.planner import plan_delivery
+    from droneops.formats.render import check_map_path, draw_plan_map, plan_summary, plan_table
+    from droneops.core.vehicle import load_vehicle
 
     if args.map:
         check_map_path(args.map)
@@ -412,8 +412,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _write_qgc_plans(plan, network, profile, path: str) -> list:
     """``plan --qgc``: one checked QGroundControl .plan per flight (nothing for an infeasible plan)."""
-    from droneops import qgc
-    from droneops.mission import build_checked_missions
+    from droneops.formats import qgc
+    from droneops.core.mission import build_checked_missions
 
     if not plan.feasible:
         print("no QGroundControl plan written: the plan is infeasible", file=sys.stderr)
@@ -461,7 +461,7 @@ def _add_mission(sub: argparse._SubParsersAction) -> None:
 def _cmd_mission(args: argparse.Namespace) -> int:
     import json
 
-    from droneops import qgc
+    from droneops.formats import qgc
 
     if args.mission_command != "import":
         args.mission_parser.print_help(sys.stderr)
@@ -639,12 +639,12 @@ def _cmd_fly(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from droneops import flight as fl
-    from droneops.energy import Wind
-    from droneops.mission import build_checked_missions
-    from droneops.network import load_network
-    from droneops.planner import plan_delivery
-    from droneops.vehicle import load_vehicle
+    from droneops.vehicles import flight as fl
+    from droneops.core.energy import Wind
+    from droneops.core.mission import build_checked_missions
+    from droneops.core.network import load_network
+    from droneops.core.planner import plan_delivery
+    from droneops.core.vehicle import load_vehicle
 
     network = load_network(args.network)
     profile = load_vehicle(args.vehicle)
@@ -767,9 +767,9 @@ def _add_dashboard(sub: argparse._SubParsersAction) -> None:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from droneops.dashboard import DashboardConfig, parse_broker_url, parse_listen, run_dashboard
-    from droneops.network import load_network
-    from droneops.telemetry import Topics
+    from droneops.dashboard.app import DashboardConfig, parse_broker_url, parse_listen, run_dashboard
+    from droneops.core.network import load_network
+    from droneops.fleet.mqtt import Topics
 
     host, port, tls = parse_broker_url(args.broker)
     listen_host, listen_port = parse_listen(args.listen)
@@ -875,10 +875,10 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    from droneops.energy import Wind
-    from droneops.network import load_network
-    from droneops.sim import MAX_VEHICLES_PER_PROCESS, FleetSpec, run_fleet, run_sharded
-    from droneops.vehicle import load_vehicle
+    from droneops.core.energy import Wind
+    from droneops.core.network import load_network
+    from droneops.sim.vehicle import MAX_VEHICLES_PER_PROCESS, FleetSpec, run_fleet, run_sharded
+    from droneops.core.vehicle import load_vehicle
 
     if not 1 <= args.vehicles <= 254:
         raise UserError(f"--vehicles must be 1..254, got {args.vehicles}")
@@ -991,8 +991,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from droneops.config import load_config
-    from droneops.service import FleetService
+    from droneops.fleet.config import load_config
+    from droneops.fleet.service import FleetService
 
     config = load_config(args.config)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,

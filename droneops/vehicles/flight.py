@@ -1,7 +1,7 @@
 """Fly droneops missions through PX4 (or the simulated vehicle) with MAVSDK's native asyncio API.
 
 :class:`FlightController` owns one MAVSDK ground-station connection to one vehicle and flies one
-:class:`~droneops.mission.FlightMission` at a time; :func:`fly_delivery` flies every flight of a
+:class:`~droneops.core.mission.FlightMission` at a time; :func:`fly_delivery` flies every flight of a
 plan with the stops in between. Both report per-flight :class:`FlightEvent`\\ s through a callback
 and an async iterator (:meth:`FlightController.events`).
 
@@ -17,11 +17,11 @@ What the code relies on (observed on PX4 v1.16 SITL with MAVSDK 4.1, see the REA
 * Frame 0 (AMSL) items come back as frame 5 on download; the read-back comparison allows it.
 * After a link loss PX4 keeps flying the mission; MAVSDK's progress totals are wrong until the
   mission is downloaded again, which :class:`FlightController` does when telemetry returns.
-* The droneops simulated vehicle (:mod:`droneops.sim`) carries only the mass it is told about:
+* The droneops simulated vehicle (:mod:`droneops.sim.vehicle`) carries only the mass it is told about:
   before arming each flight the controller sets the simulation-only parameter ``SIM_PAYLOAD_KG``
   to the flight's take-off payload (``FlightMission.payload_kg``: the order's payload before the
   drop, 0 after), so the flown energy matches the plan. It does so only on a vehicle identified
-  as the simulator (AUTOPILOT_VERSION, see :func:`droneops.sim.is_droneops_sim`) or declared one
+  as the simulator (AUTOPILOT_VERSION, see :func:`droneops.sim.vehicle.is_droneops_sim`) or declared one
   (``simulated=True``): PX4 answers a parameter it lacks with a ~6 s timeout.
 * The battery telemetry is a 0-100 percentage; energy used = percentage drop x nominal pack
   capacity. PX4 SITL (and the simulated vehicle) reset the battery to 100 % after disarming:
@@ -39,9 +39,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, AsyncIterator, Callable, Sequence
 
-from droneops import geo
+from droneops.core import geo
 from droneops.errors import UserError
-from droneops.mission import (
+from droneops.core.mission import (
     DEFAULT_LIMITS,
     FlightMission,
     MissionItem,
@@ -51,9 +51,9 @@ from droneops.mission import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from droneops.network import Network
-    from droneops.planner import Plan, Stop
-    from droneops.vehicle import VehicleProfile
+    from droneops.core.network import Network
+    from droneops.core.planner import Plan, Stop
+    from droneops.core.vehicle import VehicleProfile
 
 
 class FlightError(Exception):
@@ -734,7 +734,7 @@ class FlightController:
             from mavsdk.asyncio.plugins.info import InfoAsync
             from mavsdk.plugins.info import InfoError
 
-            from droneops.sim import is_droneops_sim
+            from droneops.sim.vehicle import is_droneops_sim
 
             plugin = InfoAsync(self._system)
             deadline = time.monotonic() + self.config.identity_timeout_s
@@ -762,7 +762,7 @@ class FlightController:
         from mavsdk.asyncio.plugins.param import ParamAsync
         from mavsdk.plugins.param import ParamError
 
-        from droneops.sim import PARAM_PAYLOAD
+        from droneops.sim.vehicle import PARAM_PAYLOAD
 
         plugin = ParamAsync(self._system)
         try:
@@ -808,7 +808,7 @@ class FlightController:
             return "home"
         if self.network is None:
             raise FlightError("abort to a station needs the network (FlightController(network=...))")
-        from droneops.mission import divert_mission
+        from droneops.core.mission import divert_mission
 
         await self.pause()
         s = self.state
@@ -1074,7 +1074,7 @@ async def fly_delivery(connection_url: str, network: Network, profile: VehiclePr
                        on_event: Callable[[FlightEvent], None] | None = None) -> DeliveryReport:
     """Build and check the plan's missions, connect, and fly them all (see :func:`fly_missions`).
 
-    Raises :class:`~droneops.mission.MissionCheckError` / :class:`UserError` before anything
+    Raises :class:`~droneops.core.mission.MissionCheckError` / :class:`UserError` before anything
     is sent if the plan does not make safe missions, :class:`FlightError` if the vehicle cannot
     be reached. Flight failures are reported in the returned :class:`DeliveryReport`.
     """

@@ -46,8 +46,8 @@ import networkx as nx
 from aiohttp import web
 
 from droneops.errors import UserError
-from droneops.network import Network
-from droneops.telemetry import (
+from droneops.core.network import Network
+from droneops.fleet.mqtt import (
     CommandError,
     CommandLimits,
     OrderCommand,
@@ -58,9 +58,9 @@ from droneops.telemetry import (
     parse_order_command,
 )
 
-log = logging.getLogger("droneops.dashboard")
+log = logging.getLogger("droneops.dashboard.app")
 
-STATIC_DIR = Path(__file__).resolve().parent / "dashboard_static"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 # WGS-84 ellipsoid.
 _WGS84_A_M = 6378137.0
@@ -84,7 +84,7 @@ class Projection:
 
     ``e_m`` east, ``n_m`` north, using the ellipsoid's meridian and prime-vertical radii of
     curvature at the origin: within 20 km of the origin it agrees with the local ENU frame
-    (:class:`droneops.geo.LocalFrame`) to about 0.1 % of the distance, far below a pixel.
+    (:class:`droneops.core.geo.LocalFrame`) to about 0.1 % of the distance, far below a pixel.
     """
 
     lat0_deg: float
@@ -610,7 +610,7 @@ class MqttFeed:
             identifier=c.client_id or f"droneops-dashboard-{secrets.token_hex(4)}",
             protocol=aiomqtt.ProtocolVersion.V5, keepalive=c.keepalive_s, timeout=10.0,
             tls_context=c.tls_context(), max_queued_incoming_messages=10_000,
-            logger=logging.getLogger("droneops.dashboard.mqtt"))
+            logger=logging.getLogger("droneops.dashboard.app.mqtt"))
 
     def _set_connected(self, connected: bool, error: str | None = None) -> None:
         if self.connected != connected or error != self.last_error:

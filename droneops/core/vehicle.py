@@ -14,8 +14,8 @@ from pathlib import Path
 
 from droneops.errors import UserError
 
-_REPO_MISSIONS = Path(__file__).resolve().parent.parent / "missions"
-_PACKAGED_MISSIONS = Path(__file__).resolve().parent / "_missions"
+_REPO_MISSIONS = Path(__file__).resolve().parents[2] / "missions"
+_PACKAGED_MISSIONS = Path(__file__).resolve().parents[1] / "_missions"
 
 
 def missions_dir() -> Path:
@@ -37,7 +37,7 @@ class VehicleProfile:
       highest ground of a corridor), ``max_wind_mps``.
     Delivery: ``delivery_method`` "gripper" (hover at ``delivery_agl_m``, release, climb out)
       or "land" (land, drop, take off again); ``delivery_hover_s`` time spent at the drop.
-    Energy-model parameters (see :mod:`droneops.energy` for the physics and sources):
+    Energy-model parameters (see :mod:`droneops.core.energy` for the physics and sources):
       ``rotor_count``, ``rotor_radius_m``, ``induced_power_factor`` (k, ratio of real to ideal
       induced power), ``profile_power_w`` (blade profile power in hover), ``advance_ratio_coeff``
       (profile power growth with speed, ``P0 (1 + c mu^2)``), ``drag_area_m2`` (parasite drag
@@ -45,7 +45,7 @@ class VehicleProfile:
       advance ratio mu; 0 = no growth), ``drivetrain_efficiency`` (shaft / electrical power),
       ``forward_inflow_factor`` (share of the in-plane airspeed feeding the rotors' mass flow in
       Glauert's inflow equation; 1 = isolated rotor, < 1 = multirotor wake interference).
-    How the vehicle flies a hop (durations and transitions, see :func:`droneops.energy.hop_energy`):
+    How the vehicle flies a hop (durations and transitions, see :func:`droneops.core.energy.hop_energy`):
       ``horizontal_accel_mps2`` (start/stop of each leg; 0 = instantaneous),
       ``vertical_brake_mps2`` (descent braking before landing), ``landing_agl_m`` and
       ``landing_speed_mps`` (final slow descent), ``transition_hover_s`` (hover at cruise height
@@ -75,7 +75,7 @@ class VehicleProfile:
     drag_area_m2: float
     avionics_power_w: float
     air_density_kgpm3: float = 1.225
-    # Added for droneops.energy (defaults keep older profiles valid; 0 switches a term off):
+    # Added for droneops.core.energy (defaults keep older profiles valid; 0 switches a term off):
     rotor_tip_speed_mps: float = 0.0
     drivetrain_efficiency: float = 1.0
     forward_inflow_factor: float = 1.0

@@ -374,7 +374,7 @@ def plan_summary(plan: dict | None) -> dict | None:
 
 def order_payload(order: Any, history: Iterable[Any], *, eta: float | None = None,
                   flight: dict | None = None) -> dict:
-    """The retained ``orders/<id>`` document for a :class:`droneops.store.Order`."""
+    """The retained ``orders/<id>`` document for a :class:`droneops.fleet.store.Order`."""
     return {
         "order_id": order.id, "state": order.state, "reason": order.reason,
         "vehicle_id": order.vehicle_id, "priority": order.priority,

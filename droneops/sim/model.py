@@ -2,7 +2,7 @@
 
 Pure logic (no I/O, no asyncio): :class:`VehicleModel` is advanced by :meth:`VehicleModel.step`
 in *simulated* seconds and answers the requests a ground station can make (arm, change mode,
-load a mission). :mod:`droneops.sim` wires it to MAVLink through MAVSDK's server plugins.
+load a mission). :mod:`droneops.sim.vehicle` wires it to MAVLink through MAVSDK's server plugins.
 
 It reproduces what a ground station sees of PX4 v1.16 SITL (``shared/px4-sitl-facts.md``):
 
@@ -24,7 +24,7 @@ It reproduces what a ground station sees of PX4 v1.16 SITL (``shared/px4-sitl-fa
   together) with horizontal speed, climb and descent limits and an acceleration limit; landing
   descends at ``land_descent_speed_mps`` and slows to ``land_slow_speed_mps`` below
   ``land_slow_agl_m`` (PX4: about 1.6 m/s, then 0.5 m/s below about 5 m).
-* Battery: electrical power from :func:`droneops.energy.power_w` (airspeed from the wind
+* Battery: electrical power from :func:`droneops.core.energy.power_w` (airspeed from the wind
   triangle: the ground track is commanded, wind changes only the airspeed) integrated while
   armed, times the drain fault factor; resets to full ``battery_reset_after_disarm_s`` after
   disarm when ``reset_on_disarm`` (PX4 SITL's stand-in for a battery swap). Voltage follows a
@@ -43,8 +43,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
-from droneops.mission import MissionItem
-from droneops.vehicle import VehicleProfile
+from droneops.core.mission import MissionItem
+from droneops.core.vehicle import VehicleProfile
 
 # --- MAVLink numbers (protocol constants, from the MAVLink common message set) ---------------
 
@@ -295,7 +295,7 @@ PowerFn = Callable[[float, float, float], float]
 
 
 class PowerTable:
-    """Electrical power of a profile, W, tabulated from :func:`droneops.energy.power_w`.
+    """Electrical power of a profile, W, tabulated from :func:`droneops.core.energy.power_w`.
 
     The energy model is vectorised but costly per scalar call (Newton iterations), so the
     simulator evaluates it once on a grid of airspeed x climb rate per payload mass and
@@ -320,7 +320,7 @@ class PowerTable:
         if table is None:
             import numpy as np
 
-            from droneops import energy
+            from droneops.core import energy
 
             va = np.arange(self._n_va) * self._va_step
             vc = self._vc_min + np.arange(self._n_vc) * self._vc_step
@@ -423,7 +423,7 @@ class VehicleModel:
                  *, config: SimConfig = SimConfig(), wind=None, payload_kg: float = 0.0,
                  terrain: Callable[[float, float], float] | None = None,
                  power: PowerFn | None = None) -> None:
-        from droneops.energy import Wind  # the energy model's wind type
+        from droneops.core.energy import Wind  # the energy model's wind type
 
         self.profile = profile
         self.config = config

@@ -13,8 +13,8 @@ import math
 from pathlib import Path
 
 from droneops.errors import UserError
-from droneops.network import Network
-from droneops.planner import Plan
+from droneops.core.network import Network
+from droneops.core.planner import Plan
 
 MAP_FORMATS = (".png", ".svg")
 MAP_SIZE_IN = (11.0, 9.0)

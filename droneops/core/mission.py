@@ -1,4 +1,4 @@
-"""Turn a delivery :class:`~droneops.planner.Plan` into PX4 missions, and check them before upload.
+"""Turn a delivery :class:`~droneops.core.planner.Plan` into PX4 missions, and check them before upload.
 
 A plan's legs are grouped into *flights*: a flight takes off at one node and lands at the next
 node where the vehicle really lands (a recharge stop, the end of the plan, or, when the profile's
@@ -55,13 +55,13 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from droneops import geo
+from droneops.core import geo
 from droneops.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from droneops.network import Network
-    from droneops.planner import Leg, Plan, Stop
-    from droneops.vehicle import VehicleProfile
+    from droneops.core.network import Network
+    from droneops.core.planner import Leg, Plan, Stop
+    from droneops.core.vehicle import VehicleProfile
 
 # --- MAVLink numbers ----------------------------------------------------------------------------
 
@@ -582,11 +582,11 @@ def divert_options(network: Network, profile: VehicleProfile, lat_deg: float, lo
 
     The vehicle is placed on the corridor edge nearest to it and may follow it either way to
     its end node, then the shortest corridor path (by distance) to each depot/station that can
-    recharge. Energy is estimated with :func:`droneops.energy.hop_energy`.
+    recharge. Energy is estimated with :func:`droneops.core.energy.hop_energy`.
     """
     import networkx as nx
 
-    from droneops import energy
+    from droneops.core import energy
 
     speed = profile.cruise_speed_mps if speed_mps is None else speed_mps
     frame = network.frame

@@ -1,0 +1,1 @@
+"""The station dashboard: a web app fed by MQTT."""

@@ -1,0 +1,1 @@
+"""The fleet service: order lifecycle, flight supervision, store, MQTT link and config."""

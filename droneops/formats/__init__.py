@@ -1,0 +1,1 @@
+"""File formats: GeoJSON networks, vehicle TOML profiles, QGroundControl ``.plan`` files, plots."""
