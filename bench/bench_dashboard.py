@@ -1,7 +1,7 @@
 """Dashboard responsiveness: N vehicles publishing telemetry at H Hz, measured in the browser.
 
-Runs a real Mosquitto (test harness config, example ACL), a stand-in fleet publishing through
-the real MqttLink (tests/dashboard_fleet.py) in this process, the dashboard as a separate
+Runs a real Mosquitto (test harness config, example ACL), a telemetry load publishing through
+the real MqttLink (bench/telemetry_load.py) in this process, the dashboard as a separate
 process through the real CLI (``python -m droneops dashboard``, station account), and headless
 system Chromium on the page with ``?stats``. After a warm-up it records, in the page:
 
@@ -30,13 +30,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
 sys.path.insert(0, str(REPO / "tests"))
 
-from dashboard_cdp import Chromium  # noqa: E402
-from dashboard_fleet import FakeFleet  # noqa: E402
-from mqtt_broker import USERS, MosquittoBroker, free_port  # noqa: E402
-
 from droneops.core.network import load_network  # noqa: E402
+from playwright.async_api import async_playwright  # noqa: E402
+
+from mqtt_broker import USERS, MosquittoBroker, free_port  # noqa: E402
+from telemetry_load import TelemetryLoad  # noqa: E402  (bench/, next to this script)
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -62,8 +63,9 @@ async def run(args) -> dict:
     pwfile.write_text(USERS["station-S01"] + "\n")
     dash = None
     try:
-        async with FakeFleet(broker.host, broker.port, broker.fleet, network, n_vehicles=args.vehicles,
-                             telemetry_hz=args.hz, speed_mps=args.speed_mps, slices=args.slices) as fleet:
+        async with TelemetryLoad(broker.host, broker.port, broker.fleet, network, n_vehicles=args.vehicles,
+                                 password=USERS["droneops-service"], telemetry_hz=args.hz,
+                                 speed_mps=args.speed_mps, slices=args.slices):
             dash = subprocess.Popen(
                 [sys.executable, "-m", "droneops", "dashboard", "--broker", broker.url, "--username", "station-S01",
                  "--password-file", str(pwfile), "--fleet", broker.fleet, "--network", args.network,
@@ -73,24 +75,33 @@ async def run(args) -> dict:
             if "http://" not in line:
                 raise RuntimeError(f"dashboard did not start: {line}{dash.stderr.read()}")
             url = line.split()[2]
-            async with Chromium(1400, 900) as browser:
-                page = await browser.new_page(url + "?stats")
-                await page.send("Performance.enable")
-                await page.wait_for(f"document.querySelectorAll('#layer-drones .drone').length === {args.vehicles}",
-                                    timeout_s=60)
+            async with async_playwright() as pw:
+                # the system Chromium, as the browser tests use it: no browser download
+                browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+                page = await browser.new_page(viewport={"width": 1400, "height": 900})
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+                await page.goto(url + "?stats")
+                cdp = await page.context.new_cdp_session(page)
+                await cdp.send("Performance.enable")
+                await page.wait_for_function(
+                    f"document.querySelectorAll('#layer-drones .drone').length === {args.vehicles}",
+                    polling=100, timeout=60_000)
                 await asyncio.sleep(args.warmup_s)
                 await page.evaluate("(s => { s.frames.length = 0; s.lags.length = 0; s.pushes = 0;"
-                                    " s.feedLags.length = 0; s.vehicleUpdates = 0; s.renders = 0; s.bytes = 0; })(window.__dash.stats)")
-                m0 = {m["name"]: m["value"] for m in (await page.send("Performance.getMetrics"))["metrics"]}
+                                    " s.feedLags.length = 0; s.vehicleUpdates = 0; s.renders = 0; s.bytes = 0; })"
+                                    "(window.__dash.stats)")
+                m0 = {m["name"]: m["value"] for m in (await cdp.send("Performance.getMetrics"))["metrics"]}
                 c0, t0 = cpu_s(dash.pid), time.monotonic()
                 await asyncio.sleep(args.duration_s)
                 elapsed = time.monotonic() - t0
                 c1 = cpu_s(dash.pid)
-                m1 = {m["name"]: m["value"] for m in (await page.send("Performance.getMetrics"))["metrics"]}
+                m1 = {m["name"]: m["value"] for m in (await cdp.send("Performance.getMetrics"))["metrics"]}
                 st = json.loads(await page.evaluate("JSON.stringify(window.__dash.stats)"))
                 Path(args.screenshot).parent.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(args.screenshot)
-                errors = list(page.errors)
+                await page.screenshot(path=str(args.screenshot))
+                await browser.close()
     finally:
         if dash is not None:
             dash.terminate()

@@ -106,8 +106,8 @@ async def role_source(args) -> None:
 
 
 async def role_service(args) -> None:
-    from droneops.fleet.service import VehicleFeed
     from droneops.fleet.mqtt import MqttLink, MqttSettings, VehicleSnapshot
+    from droneops.fleet.service import VehicleFeed
 
     settings = MqttSettings(host="127.0.0.1", port=args.broker_port, fleet=PREFIX_FLEET,
                             username="droneops-service", password=args.password, client_id="bench-service",
@@ -160,7 +160,6 @@ async def role_service(args) -> None:
 
 async def role_bare(args) -> None:
     import aiomqtt
-
     from droneops.fleet.mqtt import VehicleSnapshot, dumps
 
     prefix = f"droneops/v1/{PREFIX_FLEET}"
@@ -285,7 +284,7 @@ def main() -> int:
                      "subscriber": role_subscriber}[args.role](args))
         return 0
 
-    from mqtt_broker import USERS, MosquittoBroker
+    from mqtt_broker import MosquittoBroker
 
     work = Path(tempfile.mkdtemp(prefix="droneops-bench-fleet-"))
     broker = MosquittoBroker(work / "mosquitto", fleet=PREFIX_FLEET,

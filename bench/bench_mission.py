@@ -31,12 +31,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-from droneops.vehicles import flight as fl  # noqa: E402
 from droneops.core import mission as m  # noqa: E402
 from droneops.core.network import parse_network  # noqa: E402
 from droneops.core.planner import plan_delivery  # noqa: E402
-from droneops.sim.vehicle import SimVehicle  # noqa: E402
 from droneops.core.vehicle import load_vehicle  # noqa: E402
+from droneops.sim.vehicle import SimVehicle  # noqa: E402
+from droneops.vehicles import flight as fl  # noqa: E402
 
 HOME = (23.40, 113.20, 20.0)   # lat, lon, ground m AMSL (flat farmland, Huadu district)
 M_PER_DEG_LAT = 111_000.0

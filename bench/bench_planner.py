@@ -48,7 +48,6 @@ from pathlib import Path
 
 import networkx as nx
 import numpy as np
-
 from droneops.core.energy import Wind
 from droneops.core.network import generate_network
 from droneops.core.planner import Planner, _PhaseCosts, _Query

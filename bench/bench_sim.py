@@ -46,9 +46,8 @@ def _profile():
 
 
 def _mission(n: int):
-    from mavsdk.asyncio.plugins.mission_raw import MissionItem
-
     from droneops.sim.model import LocalPlane
+    from mavsdk.asyncio.plugins.mission_raw import MissionItem
 
     plane = LocalPlane(SPAWN[0], SPAWN[1])
     items = []
@@ -68,10 +67,9 @@ def _same(a, b) -> bool:
 
 async def bench_upload_verify(runs: int, items: int) -> list[float]:
     """Wall-clock seconds of upload + download + compare, one value per run."""
+    from droneops.sim.vehicle import SimVehicle
     from mavsdk.asyncio import ComponentType, Configuration, Mavsdk
     from mavsdk.asyncio.plugins.mission_raw import MissionRawAsync
-
-    from droneops.sim.vehicle import SimVehicle
 
     mission = _mission(items)
     async with SimVehicle(_profile(), *SPAWN) as vehicle:

@@ -12,6 +12,11 @@ not shipped), :data:`SIM_HOME`, speed factor :data:`SIM_SPEED_FACTOR`.
 ``sim_vehicle``: one such vehicle with the defaults. Connect a ground station to
 ``sim_vehicle.url`` (``udpin://127.0.0.1:PORT``).
 
+Mosquitto (tests/mqtt_broker.py)
+--------------------------------
+``mosquitto``: a real broker on a free port with the example ACL (see mqtt_broker.py); shared
+here so test modules need not import it (an imported fixture shadows its parameter name).
+
 Flying vehicle, simulated or PX4 SITL (sitl.px4)
 ------------------------------------------------
 ``flying_vehicle``: parametrized over ``["sim", "px4"]``; a started vehicle standing on a
@@ -32,6 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
+from mqtt_broker import mosquitto  # noqa: F401  (the Mosquitto fixture, shared by the MQTT tests)
 
 SIM_HOME = (23.40, 113.20, 20.0)
 """Default spawn point of simulated vehicles: latitude, longitude (deg), ground altitude AMSL (m)."""

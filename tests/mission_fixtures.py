@@ -8,8 +8,9 @@ that these tests pin the mission builder alone.
 
 from __future__ import annotations
 
-from droneops.core.network import Network, parse_network
+from droneops.core.network import Network
 from droneops.core.planner import Leg, Plan, Stop
+from droneops.formats.geojson import parse_network
 
 LON0, LAT0 = 102.70, 25.00
 DEG_PER_KM_LAT = 1 / 111.2
@@ -126,6 +127,6 @@ def fly_profile():
     """The shipped quad7 with a small pack (so that the test delivery needs a swap)."""
     import dataclasses
 
-    from droneops.core.vehicle import load_vehicle
+    from droneops.formats.vehicle_toml import load_vehicle
 
     return dataclasses.replace(load_vehicle("quad7"), battery_capacity_wh=FLY_CAPACITY_WH)

@@ -77,11 +77,10 @@ class MosquittoBroker:
         if self.tls:
             self.tls_port = self.tls_port or free_port()
             self._make_certs()
+        self.passwd_tool = passwd_tool
         self.passwd_file = self.workdir / "passwd"
-        self.passwd_file.write_text("")
-        for user, password in self.users.items():
-            subprocess.run([passwd_tool, "-b", str(self.passwd_file), user, password],
-                           check=True, capture_output=True)
+        self.locked_out: set[str] = set()
+        self._write_passwords()
         self.acl_file = self.workdir / "acl"
         self.acl_file.write_text(fleet_acl(self.fleet))
         self.conf_file = self.workdir / "mosquitto.conf"
@@ -165,6 +164,29 @@ class MosquittoBroker:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def _write_passwords(self) -> None:
+        self.passwd_file.write_text("")
+        for user, password in self.users.items():
+            if user not in self.locked_out:
+                subprocess.run([self.passwd_tool, "-b", str(self.passwd_file), user, password],
+                               check=True, capture_output=True)
+
+    def lock_out(self, user: str) -> None:
+        """Refuse ``user``'s next connects (password file without it). Takes effect at the next
+        :meth:`start`, or at once on a running broker (SIGHUP makes Mosquitto re-read it)."""
+        self.locked_out.add(user)
+        self._reload_passwords()
+
+    def let_in(self, user: str) -> None:
+        """Undo :meth:`lock_out`."""
+        self.locked_out.discard(user)
+        self._reload_passwords()
+
+    def _reload_passwords(self) -> None:
+        self._write_passwords()
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGHUP)
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""

@@ -1,32 +1,41 @@
-"""The shipped m100 profile against the measured CMU Matrice 100 flights (shared data folder)."""
+"""The shipped m100 profile against the measured CMU Matrice 100 flights (data/cmu-m100 in the repository)."""
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-
-from droneops import calibration as cal
+from droneops.cli import calibrate as cal_cli
+from droneops.core import calibration as cal
 from droneops.core.energy import hover_power_w
 from droneops.errors import UserError
-from droneops.core.vehicle import load_vehicle, missions_dir
+from droneops.formats import cmu_m100
+from droneops.formats.vehicle_toml import load_vehicle, missions_dir, write_profile_values
 
-DATA = cal.data_dir()
-needs_data = pytest.mark.skipif(
-    not (DATA / cal.FLIGHTS_FILE).is_file(),
-    reason=f"CMU M100 calibration data not found at {DATA} (set {cal.DATA_ENV} to the cmu-m100 folder)")
+DATA = cmu_m100.data_dir()
+
+
+def test_repository_ships_the_calibration_data():
+    """The data come with the repository (no skip on a fresh clone), with their CC BY 4.0 attribution."""
+    assert cmu_m100.REPO_DATA_DIR.name == "cmu-m100" and cmu_m100.REPO_DATA_DIR.parent.name == "data"
+    assert (cmu_m100.REPO_DATA_DIR / cmu_m100.FLIGHTS_FILE).is_file()
+    assert (cmu_m100.REPO_DATA_DIR / cmu_m100.TELEMETRY_FILE).is_file()
+    attribution = (cmu_m100.REPO_DATA_DIR / "ATTRIBUTION.md").read_text(encoding="utf-8")
+    assert "10.1184/R1/12683453" in attribution and "CC BY 4.0" in attribution
+    assert (DATA / cmu_m100.FLIGHTS_FILE).is_file(), f"calibration data missing at {DATA}"
 
 
 @pytest.fixture(scope="module")
 def flights():
-    rows = cal.load_flights(DATA)
+    rows = cmu_m100.load_flights(DATA)
     valid, excluded = cal.select_cruise_flights(rows)
     return rows, valid, excluded
 
 
-@needs_data
 def test_shipped_m100_meets_accuracy_target(flights):
     _, valid, _ = flights
     errors = cal.errors_pct(load_vehicle("m100"), valid)
@@ -38,7 +47,6 @@ def test_shipped_m100_meets_accuracy_target(flights):
     assert abs(float(np.mean(errors))) < 1.0  # no overall bias
 
 
-@needs_data
 def test_shipped_m100_durations_match(flights):
     _, valid, _ = flights
     measured = np.array([f.duration_s for f in valid])
@@ -46,7 +54,6 @@ def test_shipped_m100_durations_match(flights):
     assert cal.mape_pct((predicted / measured - 1) * 100) <= 2.0
 
 
-@needs_data
 def test_selection_keeps_r_routes_and_explains_exclusions(flights):
     rows, valid, excluded = flights
     assert len(valid) + len(excluded) == len(rows)
@@ -57,7 +64,6 @@ def test_selection_keeps_r_routes_and_explains_exclusions(flights):
     assert all(why for _, why in excluded)
 
 
-@needs_data
 def test_hover_tests_match_model_hover_power(flights):
     rows, _, _ = flights
     m100 = load_vehicle("m100")
@@ -68,7 +74,6 @@ def test_hover_tests_match_model_hover_power(flights):
         assert float(hover_power_w(m100, f.payload_kg)) == pytest.approx(measured_w, rel=0.05)
 
 
-@needs_data
 def test_energy_fit_recovers_accuracy_from_a_perturbed_start(flights):
     _, valid, _ = flights
     start = dataclasses.replace(load_vehicle("m100"), drivetrain_efficiency=0.8, drag_area_m2=0.2)
@@ -79,7 +84,6 @@ def test_energy_fit_recovers_accuracy_from_a_perturbed_start(flights):
     assert 0.0 < fitted.drag_area_m2 < 0.15
 
 
-@needs_data
 def test_held_out_folds_stay_accurate(flights):
     _, valid, _ = flights
     # 3-fold cross-validation of the energy and kinematics fits (leave-one-out: the CLI)
@@ -89,17 +93,17 @@ def test_held_out_folds_stay_accurate(flights):
 
 
 def test_data_dir_env_override_and_missing_folder(tmp_path, monkeypatch):
-    monkeypatch.setenv(cal.DATA_ENV, str(tmp_path))
-    assert cal.data_dir() == tmp_path
+    monkeypatch.setenv(cmu_m100.DATA_ENV, str(tmp_path))
+    assert cmu_m100.data_dir() == tmp_path
     with pytest.raises(UserError, match="not found"):
-        cal.load_flights()
-    (tmp_path / cal.FLIGHTS_FILE).write_text(
+        cmu_m100.load_flights()
+    (tmp_path / cmu_m100.FLIGHTS_FILE).write_text(
         "flight,speed,payload,altitude,date,local_time,route,path_len_h_m,wind_speed_ground_mean,"
         "motor_on_energy_wh,motor_on_s\n"
         "1,10,250,50,2019-01-01,10:00,R1,470,1.0,17.5,120\n"
         "2,0,0,0,2019-01-01,10:10,A1,,,,\n"
         "3,10,0,50,2019-01-01,10:20,R1,470,1.0,,\n", encoding="utf-8")
-    rows = cal.load_flights()
+    rows = cmu_m100.load_flights()
     valid, excluded = cal.select_cruise_flights(rows)
     assert [f.flight for f in valid] == [1]
     assert valid[0].payload_kg == pytest.approx(0.25)
@@ -110,7 +114,7 @@ def test_write_profile_values_keeps_comments(tmp_path):
     target = tmp_path / "m100.toml"
     shutil.copy(missions_dir() / "vehicles" / "m100.toml", target)
     before = target.read_text(encoding="utf-8")
-    cal.write_profile_values(target, {"drag_area_m2": 0.0512345, "drivetrain_efficiency": 0.6})
+    write_profile_values(target, {"drag_area_m2": 0.0512345, "drivetrain_efficiency": 0.6})
     after = target.read_text(encoding="utf-8")
     assert after.count("\n") == before.count("\n")
     profile = load_vehicle(target)
@@ -118,12 +122,24 @@ def test_write_profile_values_keeps_comments(tmp_path):
     assert profile.drivetrain_efficiency == pytest.approx(0.6)
     assert "# m^2, FITTED-E parasite drag area" in after
     with pytest.raises(UserError):
-        cal.write_profile_values(target, {"no_such_field": 1.0})
+        write_profile_values(target, {"no_such_field": 1.0})
 
 
-@needs_data
 def test_calibration_cli_no_fit(capsys):
-    assert cal.main(["--no-fit"]) == 0
+    assert cal_cli.main(["--no-fit"]) == 0
     out = capsys.readouterr().out
     assert "profile as given: energy MAPE" in out
     assert "target (MAPE <= 2.5%, every flight within 10.0%): met" in out
+
+
+def test_python_m_droneops_calibration_still_runs():
+    """The documented entry point ``python -m droneops.calibration`` (README, m100.toml)."""
+    out = subprocess.run([sys.executable, "-m", "droneops.calibration", "--no-fit"], capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "target (MAPE <= 2.5%, every flight within 10.0%): met" in out.stdout
+
+
+def test_missing_data_is_a_clear_error(tmp_path, capsys):
+    assert cal_cli.main(["--no-fit", "--data", str(tmp_path)]) == 2
+    assert "CMU flight table not found" in capsys.readouterr().err

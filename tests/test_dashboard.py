@@ -5,12 +5,10 @@ request/response, the service going offline is pushed, ACL denials are reported.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import math
-import socket
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -19,28 +17,19 @@ import pytest
 pytest.importorskip("droneops.fleet.mqtt", reason="droneops.fleet.mqtt (fleet service MQTT layer) is not in this checkout")
 pytest.importorskip("mqtt_broker", reason="tests/mqtt_broker.py (Mosquitto harness) is not in this checkout")
 
-from dashboard_fleet import FakeFleet, real_service_available, running_service
 from droneops import cli
-from droneops.dashboard.app import (
-    DashboardConfig,
-    FleetState,
-    Hub,
-    Projection,
-    _Client,
-    heading_deg,
-    network_view,
-    normalise_reply,
-    parse_broker_url,
-    parse_listen,
-    route_nodes,
-    route_points,
-    serve,
-    staleness,
-)
-from droneops.errors import UserError
 from droneops.core.network import load_network, parse_network
+from droneops.dashboard.config import DashboardConfig, parse_broker_url, parse_listen
+from droneops.dashboard.mapview import Projection, heading_deg, network_view, route_nodes, route_points
+from droneops.dashboard.push import Hub, StreamClient
+from droneops.dashboard.state import FleetState, normalise_reply, staleness
+from droneops.errors import UserError
 from droneops.fleet.mqtt import Topics
-from mqtt_broker import USERS, Subscriber, jpayload, mosquitto  # noqa: F401  (fixture)
+
+from dashboard_client import SseReader, post_order, running_dashboard
+from dashboard_fleet import DASHBOARD_SPEED, real_fleet, running_service
+from mqtt_broker import Subscriber, jpayload
+from service_fixtures import ServiceProcess, service_toml
 
 PREFIX = "droneops/v1/test"
 
@@ -66,7 +55,9 @@ def test_projection_matches_local_enu_frame(huadu):
         worst = max(worst, err)
         lat, lon = proj.to_geodetic(e, nn)
         assert lat == pytest.approx(n.lat_deg, abs=1e-9) and lon == pytest.approx(n.lon_deg, abs=1e-9)
-    assert worst > 0  # it is an approximation, not the same code path
+    # issue 9: the dashboard projects through the network's own LocalFrame (one ENU projection),
+    # so it agrees with node_plane_m exactly (it used to be a separate equirectangular approximation)
+    assert worst < 1e-6
 
 
 def test_projection_axes_and_dateline():
@@ -74,7 +65,7 @@ def test_projection_axes_and_dateline():
     e, n = p.to_plane(0.0, -179.99)          # 0.02 deg east across the antimeridian
     assert e == pytest.approx(2226.4, rel=1e-3) and n == pytest.approx(0.0)
     e, n = Projection(45.0, 10.0).to_plane(45.001, 10.0)
-    assert e == pytest.approx(0.0) and n == pytest.approx(111.13, rel=1e-3)
+    assert e == pytest.approx(0.0, abs=1e-6) and n == pytest.approx(111.13, rel=1e-3)  # ENU: round-off only
 
 
 @pytest.mark.parametrize("de, dn, hdg", [(0, 1, 0), (1, 0, 90), (0, -1, 180), (-1, 0, 270), (1, 1, 45)])
@@ -257,7 +248,7 @@ def test_parse_listen():
 def test_hub_coalesces_per_vehicle(huadu):
     s = _state(huadu)
     hub = Hub(DashboardConfig(), s)
-    client = _Client(s.event_seq)
+    client = StreamClient(s.event_seq)
     hub.clients.add(client)
     depot = huadu.nodes["depot"]
     for i in range(50):  # 50 messages for 2 vehicles between two pushes
@@ -286,114 +277,27 @@ def test_cli_rejects_bad_input(capsys):
 # --- integration over a real Mosquitto ----------------------------------------------------
 
 
-class SseReader:
-    """Reads the dashboard's event stream and keeps the merged view, as the page does."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.view: dict = {}
-        self.events: list[tuple[str, dict]] = []
-        self._cond = asyncio.Condition()
-
-    async def __aenter__(self) -> SseReader:
-        self.session = aiohttp.ClientSession()
-        self.resp = await self.session.get(self.url + "api/stream")
-        assert self.resp.status == 200 and self.resp.content_type == "text/event-stream"
-        self.task = asyncio.create_task(self._read())
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.task
-        self.resp.close()
-        await self.session.close()
-
-    async def _read(self) -> None:
-        name, data = None, []
-        async for raw in self.resp.content:
-            line = raw.decode().rstrip("\n")
-            if line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: "):
-                data.append(line[6:])
-            elif not line and name:
-                body = json.loads("\n".join(data))
-                async with self._cond:
-                    self._merge(name, body)
-                    self.events.append((name, body))
-                    self._cond.notify_all()
-                name, data = None, []
-
-    def _merge(self, name: str, body: dict) -> None:
-        if name == "snapshot":
-            self.view = body
-            return
-        if name != "update":
-            return
-        for key in ("vehicles", "orders"):
-            for k, v in body.get(key, {}).items():
-                if v is None:
-                    self.view[key].pop(k, None)
-                else:
-                    self.view[key][k] = v
-        for key in ("service", "feed"):
-            if key in body:
-                self.view[key] = body[key]
-        self.view["events"] = self.view.get("events", []) + body.get("events", [])
-
-    async def wait_for(self, predicate, timeout_s: float = 15.0):
-        async def _wait():
-            async with self._cond:
-                while True:
-                    if self.view:
-                        try:
-                            result = predicate(self.view)
-                        except (KeyError, TypeError):
-                            result = None
-                        if result:
-                            return result
-                    await self._cond.wait()
-        try:
-            return await asyncio.wait_for(_wait(), timeout_s)
-        except TimeoutError:
-            raise AssertionError(f"stream view never matched in {timeout_s} s; view keys "
-                                 f"{sorted(self.view)}; vehicles {list(self.view.get('vehicles', {}))}; "
-                                 f"service {self.view.get('service')}; feed {self.view.get('feed')}") from None
+def _bearing_deg(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Initial great-circle bearing 1 -> 2, degrees clockwise from north (spherical formula,
+    independent of the dashboard's ENU projection)."""
+    p1, p2, dl = math.radians(lat1), math.radians(lat2), math.radians(lon2 - lon1)
+    y = math.sin(dl) * math.cos(p2)
+    x = math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl)
+    return math.degrees(math.atan2(y, x)) % 360.0
 
 
-@contextlib.asynccontextmanager
-async def running_dashboard(broker, network, **kw):
-    """``serve()`` on a free loopback port as station-S01 of fleet ``test``; yields its URL."""
-    kw.setdefault("username", "station-S01")
-    kw.setdefault("password", USERS[kw["username"]])
-    config = DashboardConfig(host=broker.host, port=broker.port, fleet=broker.fleet, listen_host="127.0.0.1",
-                             listen_port=0, reconnect_min_s=0.1, reconnect_max_s=0.5, **kw)
-    ready: asyncio.Future = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(config, network, ready=ready.set_result))
-    try:
-        done, _ = await asyncio.wait({task, ready}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            task.result()
-        yield await ready
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def _angle_diff_deg(a: float, b: float) -> float:
+    return abs((a - b + 180.0) % 360.0 - 180.0)
 
 
-async def post_order(url: str, body: dict) -> tuple[int, dict]:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(url + "api/orders", json=body) as r:
-            return r.status, await r.json()
+HUADU_HOMES = {"V001": "depot", "V002": "shiling", "V003": "chini"}
 
 
 @pytest.mark.mqtt
-async def test_retained_state_reaches_the_stream_and_live_updates_follow(mosquitto, huadu):
-    async with FakeFleet(mosquitto.host, mosquitto.port, mosquitto.fleet, huadu, n_vehicles=3,
-                         patrol=False) as fleet:
-        fleet.publish_all()
-        assert await fleet.link.flush()
+async def test_retained_state_reaches_the_stream_and_live_updates_follow(mosquitto, huadu, tmp_path,
+                                                                         make_sim_vehicle):
+    async with real_fleet(mosquitto, tmp_path, make_sim_vehicle, huadu, HUADU_HOMES) as fleet:
+        assert await fleet.service.link.flush()
         # the dashboard starts after the fleet: it only has the broker's retained messages
         async with running_dashboard(mosquitto, huadu, station="shiling") as url:
             async with aiohttp.ClientSession() as session:
@@ -410,18 +314,34 @@ async def test_retained_state_reaches_the_stream_and_live_updates_follow(mosquit
                 assert view["station"] == "shiling" and view["feed"]["connected"]
                 v1 = view["vehicles"]["V001"]
                 assert v1["link"] == "up" and v1["stale"] is None and "e_m" in v1
-                # live: move V001 north, the stream follows
-                d = fleet.drones["V001"]
-                d.lat_deg += 0.01
-                fleet.publish_all()
-                await sse.wait_for(lambda v: v["vehicles"]["V001"]["lat_deg"] == pytest.approx(d.lat_deg)
-                                   and v["vehicles"]["V001"].get("heading_deg") == pytest.approx(0, abs=1))
+                # live: a delivery flies, the stream follows the drone and derives its heading
+                status, body = await post_order(url, {"to": "P05", "payload_kg": 1.0})
+                assert status == 200 and body["accepted"], body
+                oid = body["order_id"]
+                order = await sse.wait_for(lambda v: v["orders"][oid]["state"] == "in_flight"
+                                           and v["orders"][oid], timeout_s=60)
+                vid = order["vehicle_id"]
+                home = huadu.nodes[fleet.homes[vid]]
+                assert order["route"][0] == home.id and "P05" in order["route"]
+                first = huadu.edge(order["route"][0], order["route"][1]).path[1]   # (lat, lon, alt)
+                leg_m = math.dist(huadu.node_plane_m[home.id], huadu.node_plane_m[order["route"][1]])
+                course = _bearing_deg(home.lat_deg, home.lon_deg, first[0], first[1])
+
+                def on_first_leg(v):
+                    d = v["vehicles"][vid]
+                    moved = math.hypot(d["e_m"] - view["vehicles"][vid]["e_m"], d["n_m"] - view["vehicles"][vid]["n_m"])
+                    return 200 < moved < min(leg_m, 1500) - 100 and d.get("heading_deg") is not None and d
+
+                drone = await sse.wait_for(on_first_leg, timeout_s=60)
+                assert _angle_diff_deg(drone["heading_deg"], course) < 5, (drone["heading_deg"], course)
                 # link lost -> pushed as stale with the reason, with the event
-                fleet.set_link("V002", "down")
-                await sse.wait_for(lambda v: v["vehicles"]["V002"]["stale"] == "link lost")
-                await sse.wait_for(lambda v: any(e["kind"] == "link_lost" for e in v["events"]))
+                idle = next(v for v in HUADU_HOMES if v != vid)
+                fleet.vehicles[idle].inject_link_loss(10.0)
+                await sse.wait_for(lambda v: v["vehicles"][idle]["stale"] == "link lost", timeout_s=20)
+                await sse.wait_for(lambda v: any(e["kind"] == "link_lost" and e.get("vehicle_id") == idle
+                                                 for e in v["events"]))
                 # the service goes away (clean shutdown publishes offline; the last will does the same)
-                await fleet.link.close()
+                await fleet.stop()
                 await sse.wait_for(lambda v: v["service"]["state"] == "offline"
                                    and v["vehicles"]["V001"]["stale"] == "fleet service offline")
                 status, body = await post_order(url, {"to": "P01", "payload_kg": 1.0})
@@ -429,23 +349,28 @@ async def test_retained_state_reaches_the_stream_and_live_updates_follow(mosquit
 
 
 @pytest.mark.mqtt
-async def test_last_will_marks_service_offline(mosquitto, huadu):
+async def test_last_will_marks_service_offline(mosquitto, huadu, tmp_path, make_sim_vehicle):
+    """A ``droneops serve`` process killed with SIGKILL: the broker publishes its last will."""
+    vehicle = await make_sim_vehicle(network=huadu, node="depot", speed_factor=DASHBOARD_SPEED)
+    cfg = tmp_path / "fleet.toml"
+    cfg.write_text(service_toml(mosquitto, Path(huadu.source), tmp_path / "fleet.db",
+                                [("V001", vehicle.url, "depot")], time_scale=DASHBOARD_SPEED))
+    proc = ServiceProcess(cfg, tmp_path / "service.log")
     async with running_dashboard(mosquitto, huadu) as url, SseReader(url) as sse:
-        fleet = FakeFleet(mosquitto.host, mosquitto.port, mosquitto.fleet, huadu, n_vehicles=1, patrol=False)
-        await fleet.__aenter__()
-        await sse.wait_for(lambda v: v["service"] and v["service"]["state"] == "online")
-        # cut the service's TCP connection without a DISCONNECT: the broker publishes the last will
-        fleet.link._closing = True  # and the link must not reconnect (it would say "online" again)
-        fleet.link._client._client.socket().shutdown(socket.SHUT_RDWR)
-        await sse.wait_for(lambda v: v["service"]["state"] == "offline"
-                           and v["service"].get("reason") == "connection lost", timeout_s=20)
-        await fleet.stop(clean=False)
-        await fleet.link.close()
+        proc.start()
+        try:
+            await sse.wait_for(lambda v: v["service"] and v["service"]["state"] == "online", timeout_s=30)
+            # no DISCONNECT: the broker publishes the last will
+            proc.kill9()
+            await sse.wait_for(lambda v: v["service"]["state"] == "offline"
+                               and v["service"].get("reason") == "connection lost", timeout_s=20)
+        finally:
+            proc.stop()
 
 
 @pytest.mark.mqtt
-async def test_booking_is_a_v5_request_with_reply(mosquitto, huadu):
-    async with FakeFleet(mosquitto.host, mosquitto.port, mosquitto.fleet, huadu, n_vehicles=2, patrol=False) as fleet, \
+async def test_booking_is_a_v5_request_with_reply(mosquitto, huadu, tmp_path, make_sim_vehicle):
+    async with real_fleet(mosquitto, tmp_path, make_sim_vehicle, huadu, {"V001": "depot", "V002": "shiling"}), \
             Subscriber(mosquitto, "operator", f"{mosquitto.prefix}/cmd/order", f"{mosquitto.prefix}/reply/#") as spy, \
             running_dashboard(mosquitto, huadu, station="shiling") as url, SseReader(url) as sse:
         await sse.wait_for(lambda v: v["feed"]["connected"] and v["service"]["state"] == "online")
@@ -457,15 +382,21 @@ async def test_booking_is_a_v5_request_with_reply(mosquitto, huadu):
         assert cmd.properties.ResponseTopic.startswith(f"{mosquitto.prefix}/reply/station-S01/")
         reply = await spy.wait_for(lambda m: "/reply/" in m.topic.value)
         assert reply.properties.CorrelationData == cmd.properties.CorrelationData
-        # the order and its route show up in the stream, inbound-flag computed for the station
-        order = await sse.wait_for(lambda v: v["orders"].get("S1-test-1"))
-        assert order["state"] == "in_flight" and order["route"][-1] == "P05" and len(order["route_pts"]) >= 2
+        # the order and its route show up in the stream. The real service answers "planned" and
+        # the order goes through its states (the stand-in fleet jumped straight to in_flight)
+        assert body["state"] == "planned"
+        order = await sse.wait_for(lambda v: v["orders"].get("S1-test-1", {}).get("state") == "in_flight"
+                                   and v["orders"]["S1-test-1"], timeout_s=60)
+        assert [h["to"] for h in order["history"]][:5] == ["received", "planned", "assigned", "uploading",
+                                                           "in_flight"]
+        assert "P05" in order["route"] and order["route"][0] == order["plan"]["origin"]
+        assert len(order["route_pts"]) >= 2
         # the service's rejection comes back with its reason
         status, body = await post_order(url, {"to": "P05", "payload_kg": 9.0})
         assert status == 200 and not body["accepted"] and body["code"] == "out_of_range"
         assert "2.5" in body["reason"]
         # input the dashboard can check itself never reaches MQTT
-        n_cmds = len(fleet.commands)
+        n_cmds = sum(m.topic.value.endswith("/cmd/order") for m in spy.messages)
         for bad in ({"to": "nowhere", "payload_kg": 1}, {"to": "P05"}, {"to": "P05", "payload_kg": -1},
                     {"to": "P05", "payload_kg": 1, "extra": 1}):
             status, body = await post_order(url, bad)
@@ -474,7 +405,11 @@ async def test_booking_is_a_v5_request_with_reply(mosquitto, huadu):
             async with session.post(url + "api/orders", data="to=P05&payload_kg=1",
                                     headers={"Content-Type": "application/x-www-form-urlencoded"}) as r:
                 assert r.status == 415
-        assert len(fleet.commands) == n_cmds
+        # a marker order (rejected by the service) proves the spy is current before counting
+        status, body = await post_order(url, {"to": "P05", "payload_kg": 9.5, "order_id": "S1-marker"})
+        assert status == 200 and not body["accepted"]
+        await spy.wait_for(lambda m: m.topic.value.endswith("/cmd/order") and jpayload(m).get("order_id") == "S1-marker")
+        assert sum(m.topic.value.endswith("/cmd/order") for m in spy.messages) == n_cmds + 1
 
 
 @pytest.mark.mqtt
@@ -496,10 +431,9 @@ async def test_acl_denials_are_reported_not_lost(mosquitto, huadu):
 
 
 @pytest.mark.mqtt
-async def test_home_assistant_discovery_needs_the_acl(mosquitto, huadu):
-    async with FakeFleet(mosquitto.host, mosquitto.port, mosquitto.fleet, huadu, n_vehicles=1, patrol=False) as fleet:
-        fleet.publish_all()
-        await fleet.link.flush()
+async def test_home_assistant_discovery_needs_the_acl(mosquitto, huadu, tmp_path, make_sim_vehicle):
+    async with real_fleet(mosquitto, tmp_path, make_sim_vehicle, huadu, {"V001": "depot"}) as fleet:
+        assert await fleet.service.link.flush()
         # the station account may not write homeassistant/#: reported on the page, nothing published
         async with running_dashboard(mosquitto, huadu, ha_discovery=True) as url, SseReader(url) as sse:
             feed = await sse.wait_for(lambda v: (v["feed"]["ha_discovery"] or "").startswith("refused") and v["feed"])
@@ -513,9 +447,9 @@ async def test_home_assistant_discovery_needs_the_acl(mosquitto, huadu):
 
 
 @pytest.mark.mqtt
-async def test_broker_outage_is_shown_and_the_feed_recovers(mosquitto, huadu):
-    async with FakeFleet(mosquitto.host, mosquitto.port, mosquitto.fleet, huadu, n_vehicles=2, patrol=False) as fleet, \
-            running_dashboard(mosquitto, huadu) as url, SseReader(url) as sse:
+async def test_broker_outage_is_shown_and_the_feed_recovers(mosquitto, huadu, tmp_path, make_sim_vehicle):
+    async with real_fleet(mosquitto, tmp_path, make_sim_vehicle, huadu, {"V001": "depot", "V002": "shiling"}) \
+            as fleet, running_dashboard(mosquitto, huadu) as url, SseReader(url) as sse:
         await sse.wait_for(lambda v: len(v["vehicles"]) == 2 and v["feed"]["connected"])
         mosquitto.stop()
         view = await sse.wait_for(lambda v: not v["feed"]["connected"] and v)
@@ -523,20 +457,19 @@ async def test_broker_outage_is_shown_and_the_feed_recovers(mosquitto, huadu):
             veh["stale"] == "dashboard not connected to the broker" for veh in view["vehicles"].values())
         status, body = await post_order(url, {"to": "P05", "payload_kg": 1.0})
         assert status == 503 and body["code"] == "no_broker"
-        mosquitto.start()  # persistence off: the fleet's link republishes its retained state
+        mosquitto.start()  # persistence off: the service's link republishes its retained state
         await sse.wait_for(lambda v: v["feed"]["connected"] and v["service"]["state"] == "online"
                            and all(veh["stale"] is None for veh in v["vehicles"].values()), timeout_s=30)
-        assert fleet.link.connects >= 2
+        assert fleet.service.link.connects >= 2
 
 
 @pytest.mark.mqtt
-@pytest.mark.skipif(not real_service_available(), reason="the fleet service (droneops.fleet.service) is not in this checkout")
 async def test_booking_through_the_real_fleet_service(mosquitto, tmp_path, make_sim_vehicle):
     """Dashboard -> cmd/order -> droneops.fleet.service (planner, store, a simulated PX4 vehicle) ->
     reply with ETA; the order is flown to completion and every step reaches the stream."""
-    from service_fixtures import network_geojson
-
     from droneops.core.vehicle import load_vehicle
+
+    from service_fixtures import network_geojson
 
     net = parse_network(network_geojson(), source="service-test")
     speed = 60.0

@@ -1,8 +1,9 @@
-"""End to end in headless Debian Chromium (the system browser, driven over the DevTools
-Protocol): real Mosquitto with the example ACL, a fleet publishing moving vehicles through the
-real MqttLink, the dashboard as station account ``station-S01``. The page must show drones
-moving, book an order and show its ETA, show a rejection's reason, flag an offline service and
-a lost browser connection, and recover. Screenshots go to ``test-artifacts/dashboard/``."""
+"""End to end in headless Debian Chromium (the system browser ``/usr/bin/chromium``, driven by
+Playwright for Python; no browser is downloaded): real Mosquitto with the example ACL, the real
+fleet service flying simulated vehicles, the dashboard as station account ``station-S01``. The
+page must show the drones, book an order and show its ETA, show the drone moving, show a
+rejection's reason, flag an offline service and a lost browser connection, and recover.
+Screenshots go to ``test-artifacts/dashboard/``."""
 
 from __future__ import annotations
 
@@ -17,19 +18,70 @@ import pytest
 pytest.importorskip("droneops.fleet.mqtt", reason="droneops.fleet.mqtt (fleet service MQTT layer) is not in this checkout")
 pytest.importorskip("mqtt_broker", reason="tests/mqtt_broker.py (Mosquitto harness) is not in this checkout")
 
-from dashboard_cdp import Chromium, find_chromium
-from dashboard_fleet import FakeFleet, real_service_available, running_service
-from droneops.dashboard.app import DashboardConfig, serve
 from droneops.core.network import load_network, parse_network
-from mqtt_broker import USERS, free_port, mosquitto  # noqa: F401  (fixture)
+from droneops.dashboard.app import DashboardConfig, serve
+
+from dashboard_fleet import real_fleet, running_service
+from mqtt_broker import USERS, free_port
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
 
+CHROMIUM = Path("/usr/bin/chromium")
+
 pytestmark = [
     pytest.mark.mqtt,
-    pytest.mark.skipif(find_chromium() is None,
-                       reason="chromium is not installed (./run-tests installs it: apt-get install chromium)"),
+    pytest.mark.skipif(not CHROMIUM.exists(),
+                       reason="/usr/bin/chromium is missing: the browser tests drive the system Chromium "
+                              "through Playwright and download no browser (./run-tests installs Debian's "
+                              "chromium with apt-get)"),
 ]
+VIEWPORT = {"width": 1400, "height": 900}
+
+
+class Page:
+    """A Playwright page plus the page's own errors (uncaught exceptions, console.error)."""
+
+    def __init__(self, page) -> None:
+        self.page = page
+        self.errors: list[str] = []
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error"
+                and not msg.text.startswith("Failed to load resource") else None)
+
+    async def evaluate(self, expression: str):
+        return await self.page.evaluate(expression)
+
+    async def wait_for(self, expression: str, timeout_s: float = 20.0):
+        """Wait until the JS ``expression`` is truthy; return its value."""
+        try:
+            handle = await self.page.wait_for_function(expression, polling=100, timeout=timeout_s * 1000)
+        except Exception as exc:  # playwright's TimeoutError: say what was awaited, and the page's errors
+            raise AssertionError(f"page never satisfied {expression!r} in {timeout_s:g} s; "
+                                 f"page errors: {self.errors[-5:]}") from exc
+        return await handle.json_value()
+
+    async def screenshot(self, path: Path) -> None:
+        await self.page.screenshot(path=str(path))
+
+
+@pytest.fixture
+async def browser():
+    """Headless system Chromium through Playwright (one per test)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                            args=["--disable-dev-shm-usage"])
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+async def new_page(browser, url: str) -> Page:
+    page = Page(await browser.new_page(viewport=VIEWPORT))
+    await page.page.goto(url)
+    return page
 
 
 @contextlib.asynccontextmanager
@@ -55,7 +107,7 @@ DRONE_POSITIONS = """JSON.stringify(Object.fromEntries([...document.querySelecto
 BANNERS = "[...document.querySelectorAll('#banners .banner')].map(b => b.textContent).join(' | ')"
 
 
-async def book(page, to: str, kg: float) -> str:
+async def book(page: Page, to: str, kg: float) -> str:
     await page.evaluate(f"""(() => {{
         const f = document.getElementById('book-form');
         document.getElementById('book-to').value = {json.dumps(to)};
@@ -67,45 +119,50 @@ async def book(page, to: str, kg: float) -> str:
                                "(document.getElementById('book-result').textContent)", timeout_s=20)
 
 
-async def test_page_end_to_end_with_stand_in_fleet(mosquitto, tmp_path):
-    """Eight vehicles from the stand-in publisher on the Huadu network; also the page's own
-    connection dropping and coming back (the dashboard restarted on the same port)."""
+HUADU_HOMES = {"V001": "depot", "V002": "shiling", "V003": "chini", "V004": "tanbu"}
+
+
+async def test_page_end_to_end_on_huadu(mosquitto, tmp_path, make_sim_vehicle, browser):
+    """Four simulated vehicles flown by the real service on the Huadu network; also the page's
+    own connection dropping and coming back (the dashboard restarted on the same port)."""
     network = load_network("huadu")
     port = free_port()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    async with FakeFleet(mosquitto.host, mosquitto.port, mosquitto.fleet, network, n_vehicles=8,
-                         speed_mps=400.0) as fleet, Chromium(1400, 900) as browser:
+    n = len(HUADU_HOMES)
+    async with real_fleet(mosquitto, tmp_path, make_sim_vehicle, network, HUADU_HOMES) as fleet:
         async with dashboard_on(mosquitto, network, port, station="shiling") as url:
-            page = await browser.new_page(url + "?stats")
-            await page.wait_for("document.querySelectorAll('#layer-drones .drone').length === 8")
+            page = await new_page(browser, url + "?stats")
+            await page.wait_for(f"document.querySelectorAll('#layer-drones .drone').length === {n}")
             await page.wait_for("document.getElementById('link-pill').textContent === 'page: live'")
             assert "service: online" in await page.evaluate("document.getElementById('service-pill').textContent")
-
-            # drones move: positions differ between two screenshots
-            first = json.loads(await page.evaluate(DRONE_POSITIONS))
             await page.screenshot(ARTIFACTS / "1-live.png")
-            await asyncio.sleep(1.5)
-            second = json.loads(await page.evaluate(DRONE_POSITIONS))
-            await page.screenshot(ARTIFACTS / "2-live-later.png")
-            moved = [vid for vid in first if first[vid] != second.get(vid)]
-            assert len(moved) >= 4, (first, second)
 
             # booking: accepted with an ETA, the order row appears with a countdown
             text = await book(page, "P05", 1.0)
             assert "accepted" in text and "ETA" in text, text
             order_id = text.split()[1]
-            eta = await page.wait_for(f"(r => r && r.querySelector('td.eta').textContent)"
-                                      f"(document.querySelector('#orders-body tr[data-id=\"{order_id}\"]'))")
+            row = f"document.querySelector('#orders-body tr[data-id=\"{order_id}\"]')"
+            eta = await page.wait_for(f"(r => r && r.querySelector('td.eta').textContent)({row})")
             assert ":" in eta or eta == "due", eta
             await page.wait_for(f"!!document.querySelector('#layer-routes polyline[data-order=\"{order_id}\"]')")
             await page.screenshot(ARTIFACTS / "3-booked.png")
+
+            # the drone flies: its position on the map differs between two screenshots
+            await page.wait_for(f"(r => r && r.textContent.includes('in_flight'))({row})", timeout_s=60)
+            flying = fleet.service.store.get_order(order_id).vehicle_id
+            first = json.loads(await page.evaluate(DRONE_POSITIONS))
+            await page.wait_for(f"JSON.parse({DRONE_POSITIONS})[{json.dumps(flying)}] !== "
+                                f"{json.dumps(first[flying])}", timeout_s=20)
+            second = json.loads(await page.evaluate(DRONE_POSITIONS))
+            await page.screenshot(ARTIFACTS / "2-live-later.png")
+            assert first[flying] != second[flying], (first, second)
 
             # rejection: the service's reason is shown
             text = await book(page, "P06", 9.0)
             assert text.startswith("Not booked") and "2.5 kg" in text, text
 
             # the fleet service goes offline: banner, pill, every drone greyed
-            await fleet.link.close()
+            await fleet.stop()
             banner = await page.wait_for(f"(t => t.includes('Fleet service OFFLINE') ? t : '')({BANNERS})")
             assert "bookings are not possible" in banner
             await page.wait_for("[...document.querySelectorAll('#layer-drones .drone')].every(g => g.classList.contains('stale'))")
@@ -125,26 +182,25 @@ async def test_page_end_to_end_with_stand_in_fleet(mosquitto, tmp_path):
         assert page.errors == [], page.errors
         stats = json.loads(stats)
         (ARTIFACTS / "browser-stats.json").write_text(json.dumps({
-            "vehicles": 8, "lag_samples": len(stats["lags"]),
+            "vehicles": n, "lag_samples": len(stats["lags"]),
             "lag_ms_median": sorted(stats["lags"])[len(stats["lags"]) // 2] if stats["lags"] else None,
             "frames": len(stats["frames"])}, indent=2))
 
 
-@pytest.mark.skipif(not real_service_available(), reason="the fleet service (droneops.fleet.service) is not in this checkout")
-async def test_page_with_real_service_and_simulated_vehicles(mosquitto, tmp_path, make_sim_vehicle):
+async def test_page_with_real_service_and_simulated_vehicles(mosquitto, tmp_path, make_sim_vehicle, browser):
     """The real chain: page -> dashboard -> Mosquitto -> droneops.fleet.service -> simulated PX4
     vehicles (MAVLink), and back. Station ``S`` (a swap station) watches a delivery from S."""
-    from service_fixtures import network_geojson
-
     from droneops.core.vehicle import load_vehicle
+
+    from service_fixtures import network_geojson
 
     net = parse_network(network_geojson(), source="service-test")
     speed = 30.0
     v1 = await make_sim_vehicle(network=net, node="D", speed_factor=speed, system_id=1)
     v2 = await make_sim_vehicle(network=net, node="S", speed_factor=speed, system_id=2)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    async with dashboard_on(mosquitto, net, free_port(), station="S") as url, Chromium(1400, 900) as browser:
-        page = await browser.new_page(url)
+    async with dashboard_on(mosquitto, net, free_port(), station="S") as url:
+        page = await new_page(browser, url)
         async with running_service(mosquitto, tmp_path, [("v1", v1, "D"), ("v2", v2, "S")], net,
                                    load_vehicle("quad7"), time_scale=speed) as svc:
             await page.wait_for("document.querySelectorAll('#layer-drones .drone').length === 2")
@@ -161,13 +217,13 @@ async def test_page_with_real_service_and_simulated_vehicles(mosquitto, tmp_path
             await page.wait_for(f"!!document.querySelector('#layer-routes polyline[data-order=\"{order_id}\"]')")
             # the drone takes off and moves between two screenshots
             await page.wait_for(f"(r => r && r.textContent.includes('in_flight'))({row})", timeout_s=60)
-            await asyncio.sleep(1.0)
+            flying = svc.store.get_order(order_id).vehicle_id
             first = json.loads(await page.evaluate(DRONE_POSITIONS))
             await page.screenshot(ARTIFACTS / "real-1-in-flight.png")
-            await asyncio.sleep(1.5)
+            await page.wait_for(f"JSON.parse({DRONE_POSITIONS})[{json.dumps(flying)}] !== "
+                                f"{json.dumps(first[flying])}", timeout_s=20)
             second = json.loads(await page.evaluate(DRONE_POSITIONS))
             await page.screenshot(ARTIFACTS / "real-2-in-flight-later.png")
-            flying = svc.store.get_order(order_id).vehicle_id
             assert first[flying] != second[flying], (first, second)
 
             # the planner refuses an unreachable pad: its reason is on the page

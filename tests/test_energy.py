@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from droneops.cli import main
 from droneops.core.energy import (
     PHASE_NAMES,
@@ -26,7 +25,7 @@ from droneops.core.energy import (
     vertical_energy,
 )
 from droneops.errors import UserError
-from droneops.core.vehicle import load_vehicle, parse_vehicle
+from droneops.formats.vehicle_toml import load_vehicle, parse_vehicle
 
 G = 9.80665
 
@@ -329,3 +328,29 @@ def test_cli_unknown_vehicle_subprocess():
     assert "unknown vehicle" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# --- the landing floor: one definition ----------------------------------------------------------
+
+
+def test_landing_floor_is_the_larger_of_reserve_and_unusable_bottom():
+    # BASE: 400 Wh nominal, 90% usable -> 40 Wh below cut-off; reserve 20% -> 80 Wh: reserve wins
+    base = profile()
+    assert base.unusable_wh == pytest.approx(40.0)
+    assert base.reserve_wh == pytest.approx(80.0)
+    assert base.landing_floor_wh == pytest.approx(80.0)
+    # 60% usable -> 160 Wh below cut-off, above the 20% reserve: the unusable bottom wins
+    shallow = profile(usable_fraction=0.6)
+    assert shallow.unusable_wh == pytest.approx(160.0)
+    assert shallow.landing_floor_wh == pytest.approx(160.0)
+
+
+def test_landing_floor_matches_planner_and_flight_control():
+    from droneops.core.network import Network, Node
+    from droneops.core.planner import Planner
+    from droneops.vehicles.flight import landing_floor_wh
+
+    net = Network(nodes={"d": Node("d", "depot", "D", 0.0, 0.0, 0.0, charging="swap", swap_s=60.0)})
+    for p in (profile(), profile(usable_fraction=0.6), load_vehicle("quad7"), load_vehicle("m100")):
+        assert Planner(net, p).floor_wh == p.landing_floor_wh
+        assert landing_floor_wh(p) == p.landing_floor_wh

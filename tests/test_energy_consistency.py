@@ -26,14 +26,13 @@ import math
 from dataclasses import replace
 
 import pytest
-
-from droneops.sim import model as sc
 from droneops.core.energy import Wind
 from droneops.core.mission import build_missions
-from droneops.core.network import load_network
 from droneops.core.planner import Planner
+from droneops.formats.geojson import load_network
+from droneops.formats.vehicle_toml import load_vehicle
+from droneops.sim import model as sc
 from droneops.sim.vehicle import network_terrain
-from droneops.core.vehicle import load_vehicle
 
 TOLERANCE = 0.05
 """Largest relative amount by which a flight may draw less than planned (conservative plan)."""

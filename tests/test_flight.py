@@ -8,11 +8,11 @@ import math
 import socket
 
 import pytest
-
-import mission_fixtures as fx
-from droneops.vehicles import flight as fl
 from droneops.core import mission as m
 from droneops.core.planner import Stop
+from droneops.vehicles import flight as fl
+
+import mission_fixtures as fx
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_preflight_passes_when_ready(net, prof):
 
 def test_preflight_low_battery(net, prof):
     flight = m.build_missions(fx.swap_plan(), net, prof)[0]       # 120 Wh planned
-    floor = fl.landing_floor_wh(prof)                               # 20% of 444 Wh = 88.8 Wh
+    floor = prof.landing_floor_wh                                   # 20% of 444 Wh = 88.8 Wh
     enough_pct = 100 * (flight.planned_energy_wh + floor) / prof.battery_capacity_wh
     assert fl.preflight_problems(flight, prof, _ready_state(flight, battery_pct=math.ceil(enough_pct))) == []
     problems = fl.preflight_problems(flight, prof, _ready_state(flight, battery_pct=math.floor(enough_pct) - 1))
@@ -190,8 +190,8 @@ simulated vehicle flies the planner's physics; see tests/test_energy_consistency
 
 
 async def test_simulated_vehicle_carries_the_payload(make_sim_vehicle, fly_net, fly_prof, swap_plan):
-    """The controller recognises the simulated vehicle and loads the order's payload before
-    each flight: the same delivery flown empty (``simulated=False``: nobody loads it) drains
+    """The controller finds the vehicle's payload-mass parameter and loads the order's payload before
+    each flight: the same delivery flown empty (``payload_param=False``: nobody loads it) drains
     clearly less, and the loaded drop flight uses the planned energy."""
     missions = m.build_checked_missions(swap_plan, fly_net, fly_prof)
 
@@ -200,9 +200,9 @@ async def test_simulated_vehicle_carries_the_payload(make_sim_vehicle, fly_net, 
         assert vehicle.model.payload_kg == 0.0
         rec = Recorder()
         async with fl.FlightController(vehicle.url, fly_prof, TEST_CONFIG, rec, network=fly_net,
-                                       simulated=simulated) as controller:
+                                       payload_param=simulated) as controller:
             report = await fl.fly_missions(controller, missions, "D", "P")
-            detected = await controller.is_simulated()
+            detected = await controller.has_payload_param()
         assert report.result == "completed", report.message
         return vehicle, report, rec, detected
 
@@ -452,3 +452,66 @@ async def test_attach_to_a_flight_in_progress(make_sim_vehicle, fly_net, fly_pro
         report = await second.attach(flight, 0)
     assert report.result == "completed" and report.landed_node == "S"
     assert _distance_to(vehicle, fly_net.nodes["S"]) < 5.0
+
+
+async def test_land_in_place_is_confirmed(make_sim_vehicle, fly_net, fly_prof, swap_plan):
+    """land() mid-leg: PX4 LAND confirmed from telemetry, the vehicle descends where it is (not at
+    D or S), and the flight being flown ends ``aborted`` (landed before its last item)."""
+    vehicle = await _vehicle(make_sim_vehicle, fly_net, fly_prof)
+    flight = m.build_checked_missions(swap_plan, fly_net, fly_prof)[0]          # D -> S
+    rec = Recorder()
+    async with fl.FlightController(vehicle.url, fly_prof, TEST_CONFIG, rec, network=fly_net) as controller:
+        await controller.wait_healthy()
+        task = asyncio.create_task(controller.fly(flight, 0))
+        await controller.wait_for(lambda: controller.state.mission_current >= 2
+                                  and _distance_to(vehicle, fly_net.nodes["D"]) > 200, 30.0, "cruise")
+        assert controller.busy
+        await controller.land()
+        assert controller.state.flight_mode == "LAND" and vehicle.model.mode.name == "LAND"
+        lat, lon = vehicle.model.lat_lon_deg
+        report = await task
+    assert not controller.busy
+    assert report.result == "aborted" and "landed early" in report.message
+    from droneops.core import geo
+    assert float(geo.distance_m(lat, lon, *vehicle.model.lat_lon_deg)) < 5.0   # straight down
+    assert _distance_to(vehicle, fly_net.nodes["D"]) > 150 and _distance_to(vehicle, fly_net.nodes["S"]) > 150
+    assert not vehicle.model.armed and not vehicle.model.in_air
+    assert [e.data["phase"] for e in rec.of("status") if e.data.get("phase", "").startswith("landing")] == [
+        "landing", "landing_confirmed"]
+
+
+async def test_land_without_link_is_a_flight_error(make_sim_vehicle, fly_net, fly_prof):
+    """No answer to the land command (link cut): FlightError, not a silent success."""
+    vehicle = await _vehicle(make_sim_vehicle, fly_net, fly_prof)
+    async with fl.FlightController(vehicle.url, fly_prof, TEST_CONFIG) as controller:
+        await controller.wait_healthy()
+        vehicle.inject_link_loss(30.0)
+        with pytest.raises(fl.FlightError, match="land refused"):
+            await controller.land()
+
+
+async def test_follow_a_flight_in_progress(make_sim_vehicle, fly_net, fly_prof, swap_plan):
+    """The re-attach path of a restarted service: download, compare, then follow() (no second
+    download) until landed; the controller is busy meanwhile and the outcome names the landing node."""
+    vehicle = await _vehicle(make_sim_vehicle, fly_net, fly_prof)
+    flight = m.build_checked_missions(swap_plan, fly_net, fly_prof)[0]          # D -> S
+    first = fl.FlightController(vehicle.url, fly_prof, TEST_CONFIG)
+    await first.connect()
+    await first.wait_healthy()
+    await first.upload(flight)
+    await first.start()
+    await first.wait_for(lambda: first.state.mission_current >= 2, 30.0, "cruise")
+    await first.close()                                     # the old ground station goes away
+    rec = Recorder()
+    async with fl.FlightController(vehicle.url, fly_prof, TEST_CONFIG, rec) as second:
+        await second.wait_healthy()
+        assert m.compare_items(flight.items, await second.download_mission()) == []
+        assert not second.busy
+        task = asyncio.create_task(second.follow(flight, 3))
+        await second.wait_for(lambda: second.busy, 5.0, "follow to take the controller")
+        outcome = await task
+        assert not second.busy
+    assert outcome == fl.FollowOutcome("completed", "landed at S", "S")
+    assert _distance_to(vehicle, fly_net.nodes["S"]) < 5.0 and not vehicle.model.armed
+    assert {e.flight for e in rec.events if e.kind == "progress"} <= {3, -1}
+    assert any(e.flight == 3 for e in rec.events)

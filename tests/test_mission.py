@@ -7,10 +7,11 @@ import math
 
 import numpy as np
 import pytest
-
-import mission_fixtures as fx
 from droneops.core import geo
 from droneops.core import mission as m
+from droneops.errors import UserError
+
+import mission_fixtures as fx
 
 
 @pytest.fixture(scope="module")
@@ -218,14 +219,14 @@ def test_rally_trimmed_to_nearest(net):
 
 
 def _with_items(flight, items):
-    return dataclasses.replace(flight, items=m._numbered(items))
+    return dataclasses.replace(flight, items=m.numbered(items))
 
 
 def test_check_waypoint_inside_no_fly_zone(net, prof):
     flight = m.build_missions(fx.swap_plan(), net, prof)[0]
     lon, lat = fx._pt(2.5, 1.0)
     bad = list(flight.items)
-    bad.insert(3, m._nav(m.MAV_CMD_NAV_WAYPOINT, lat, lon, 1460.0))
+    bad.insert(3, m.nav_item(m.MAV_CMD_NAV_WAYPOINT, lat, lon, 1460.0))
     errors = m.check_mission(_with_items(flight, bad), net, prof)
     assert any("item 3 (WAYPOINT)" in e and "inside no-fly zone 'nfz'" in e for e in errors), errors
 
@@ -235,7 +236,7 @@ def test_check_segment_crossing_no_fly_zone(net, prof):
     # A waypoint east of the zone: the straight lines to and from it cut through the zone.
     lon, lat = fx._pt(4.0, 1.0)
     bad = list(flight.items)
-    bad.insert(2, m._nav(m.MAV_CMD_NAV_WAYPOINT, lat, lon, 1460.0))
+    bad.insert(2, m.nav_item(m.MAV_CMD_NAV_WAYPOINT, lat, lon, 1460.0))
     errors = m.check_mission(_with_items(flight, bad), net, prof)
     assert any("crosses no-fly zone 'nfz'" in e for e in errors), errors
     assert not any("inside" in e for e in errors)
@@ -298,7 +299,7 @@ def test_build_checked_missions_raises_with_all_errors(net, prof):
     with pytest.raises(m.MissionCheckError) as exc:
         m.build_checked_missions(fx.swap_plan(), net, prof, speed_mps=99.0)
     assert len(exc.value.errors) >= 2 and all("flight" in e for e in exc.value.errors)
-    assert isinstance(exc.value, m.UserError)
+    assert isinstance(exc.value, UserError)
 
 
 # --- comparing -----------------------------------------------------------------------------------

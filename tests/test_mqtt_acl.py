@@ -211,3 +211,36 @@ async def test_service_link_over_tls(mosquitto_tls):
         await link.wait_connected(10)
         link.set_retained(link.topics.vehicle_state("v1"), {"ok": 1})
         assert await link.flush()
+
+
+async def test_acking_client_reads_puback_reason_codes(mosquitto):
+    """The shared connection helper (droneops.fleet.mqtt.MqttConnection + the PUBACK adapter):
+    a publish the ACL refuses comes back as the broker's reason (MQTT v5 0x87), an allowed one
+    as None; the session runs on a live client and the state callback sees up and down."""
+    import asyncio
+
+    from droneops.fleet.mqtt import ConnectionSettings, MqttConnection
+
+    p = mosquitto.prefix
+    results: dict[str, str | None] = {}
+    states: list[bool] = []
+    done = asyncio.Event()
+
+    async def session(client) -> None:
+        results["vehicle"] = await client.publish_acked(f"{p}/cmd/vehicle/v1", b'{"action": "land"}')
+        results["order"] = await client.publish_acked(f"{p}/cmd/order", b'{"to": "P1", "payload_kg": 1}')
+        done.set()
+        await asyncio.Event().wait()   # stay connected until closed
+
+    settings = ConnectionSettings(host=mosquitto.host, port=mosquitto.port, username="station-S01",
+                                  password=mosquitto.users["station-S01"], client_id="acking-test",
+                                  reconnect_min_s=0.1, reconnect_max_s=0.5)
+    conn = MqttConnection(settings, session, on_state=lambda up, err: states.append(up), name="acking-test")
+    conn.start()
+    try:
+        await asyncio.wait_for(done.wait(), 20)
+        assert results == {"vehicle": "Not authorized", "order": None}
+        assert conn.connected.is_set() and conn.connects == 1 and conn.client is not None
+    finally:
+        await conn.close()
+    assert states == [True, False] and not conn.running and conn.client is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import subprocess
 import sys
 
@@ -11,22 +12,19 @@ import networkx as nx
 import numpy as np
 import pymap3d.vincenty as vincenty
 import pytest
-
-from droneops.core import geo
 from droneops.cli import main
-from droneops.errors import UserError
+from droneops.core import geo
 from droneops.core.network import (
     DEFAULT_SWAP_S,
     Network,
     NetworkError,
     connect_network,
-    generate_network,
-    load_network,
-    parse_network,
-    save_network,
     summarise,
 )
-from droneops.core.vehicle import missions_dir
+from droneops.errors import UserError
+from droneops.formats.generate import generate_network
+from droneops.formats.geojson import load_network, network_to_geojson, parse_network, save_network
+from droneops.formats.vehicle_toml import missions_dir
 
 # --- a small valid network ------------------------------------------------------------------
 # depot at the origin, a station 2 km east, pads 1.5 km north and 3 km east;
@@ -474,10 +472,10 @@ def test_to_geojson_round_trips():
     data = base()
     feature(data, "PA")["properties"]["marker-color"] = "#ff0000"     # geojson.io styling kept
     net = parse_network(data)
-    out = net.to_geojson()
+    out = network_to_geojson(net)
     again = parse_network(copy.deepcopy(out))
     assert again == net
-    assert again.to_geojson() == out
+    assert network_to_geojson(again) == out
     assert feature(out, "PA")["properties"]["marker-color"] == "#ff0000"
 
 
@@ -548,7 +546,7 @@ def test_yunnan(yunnan):
 @pytest.mark.parametrize("name", ["huadu", "yunnan"])
 def test_shipped_networks_round_trip(name):
     net = load_network(name)            # shipped name resolves to missions/<name>.geojson
-    assert parse_network(net.to_geojson()) == net
+    assert parse_network(network_to_geojson(net)) == net
 
 
 # --- generate and connect -------------------------------------------------------------------
@@ -562,13 +560,13 @@ def small(seed=5, **kw) -> Network:
 
 def test_generate_is_reproducible_and_valid():
     a, b = small(5), small(5)
-    assert a.to_geojson() == b.to_geojson()
-    assert small(6).to_geojson() != a.to_geojson()
+    assert network_to_geojson(a) == network_to_geojson(b)
+    assert network_to_geojson(small(6)) != network_to_geojson(a)
     s = summarise(a)
     assert s["nodes"] == {"total": 126, "depot": 1, "station": 5, "pad": 120}
     assert s["connected"] and s["components"] == 1 and s["no_fly_zones"] == 3
     assert 35 <= s["hull_area_km2"] <= 65
-    assert parse_network(a.to_geojson()) == a             # passes every validation check
+    assert parse_network(network_to_geojson(a)) == a             # passes every validation check
     depot = a.nodes["depot"]
     assert float(geo.distance_m(depot.lat_deg, depot.lon_deg, 23.1, 102.8)) < 500
     pads = np.array([a.node_plane_m[n.id] for n in a.nodes_of_kind("pad")])
@@ -608,7 +606,7 @@ def test_connect_adds_clear_corridors():
     assert frozenset(("S1", "PA")) in pairs and frozenset(("PA", "PB")) in pairs
     assert frozenset(("depot", "S1")) not in pairs                 # already there
     assert frozenset(("S1", "PS")) not in pairs and frozenset(("PB", "PS")) not in pairs  # no-fly
-    assert parse_network(out.to_geojson()) == out                  # still valid
+    assert parse_network(network_to_geojson(out)) == out                  # still valid
     assert len(connect_network(out, 6000.0).corridors) == len(out.corridors)   # idempotent
     only_stations = connect_network(net, 6000.0, kinds=("depot", "station"))
     assert len(only_stations.corridors) == len(net.corridors)
@@ -707,3 +705,41 @@ def test_feature_level_ids_and_hash():
     assert "PB" in net.nodes and net.corridors[0].id is None
     assert hash(net) == hash(parse_network(base())) and net == parse_network(base())
     assert {net: 1}[parse_network(base())] == 1
+
+
+# --- the one local ENU frame (core.geo) that the simulator and the dashboard share -----------------
+
+
+def test_local_frame_point_and_ground_inverse_round_trip():
+    frame = geo.LocalFrame(25.0, 102.7)
+    rng = np.random.default_rng(3)
+    lat = 25.0 + rng.uniform(-0.15, 0.15, 40)
+    lon = 102.7 + rng.uniform(-0.15, 0.15, 40)
+    plane = frame.to_plane(lat, lon)
+    assert frame.point_to_plane(float(lat[0]), float(lon[0])) == (float(plane[0, 0]), float(plane[0, 1]))
+    back_lat, back_lon = frame.ground_from_plane(plane[:, 0], plane[:, 1])
+    # the exact inverse onto height 0: back within a micrometre (1e-11 deg ~ 1 um)
+    assert np.max(np.abs(back_lat - lat)) < 1e-11 and np.max(np.abs(back_lon - lon)) < 1e-11
+    # the tangent-plane inverse is off by the Earth's curvature, ~d^3 / (2 R^2): < 0.2 m within 21 km
+    t_lat, t_lon = frame.from_plane(plane)
+    off_m = geo.distance_m(t_lat, t_lon, lat, lon)
+    d_m = np.hypot(plane[:, 0], plane[:, 1])
+    assert np.allclose(off_m, d_m**3 / (2 * 6.371e6**2), rtol=0.1, atol=1e-4)
+
+
+def test_linearised_frame_is_the_first_order_frame():
+    frame = geo.LocalFrame(48.0, 11.0)
+    lin = frame.linearised()
+    # 1 m north / east of the origin: the exact frame and the linear one agree to < 1e-6 m
+    e, n = frame.point_to_plane(*lin.to_latlon(0.0, 1.0))
+    assert abs(e) < 1e-6 and n == pytest.approx(1.0, abs=1e-6)
+    e, n = frame.point_to_plane(*lin.to_latlon(1.0, 0.0))
+    assert e == pytest.approx(1.0, abs=1e-6) and abs(n) < 1e-6
+    # exact round trip; off the ENU frame to second order: a parallel curves away from the east
+    # axis by d^2 tan(lat0) / (2 R) (19.6 m at 15 km, 48 deg)
+    for east, north in ((15000.0, 0.0), (0.0, -15000.0), (10000.0, 10000.0), (-1000.0, 0.0)):
+        lat, lon = lin.to_latlon(east, north)
+        assert lin.to_en(lat, lon) == pytest.approx((east, north), abs=1e-9)
+    ex, nx_ = frame.point_to_plane(*lin.to_latlon(15000.0, 0.0))
+    assert nx_ == pytest.approx(15000.0**2 * math.tan(math.radians(48.0)) / (2 * 6.371e6), rel=0.05)
+    assert ex == pytest.approx(15000.0, abs=0.1)

@@ -14,11 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from test_planner import BASE_PROFILE, line_network, random_network_dict
-
 from droneops.cli import main
 from droneops.core.network import save_network
+
+from test_planner import BASE_PROFILE, line_network, random_network_dict
 
 
 def run_plan(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -50,7 +49,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     from droneops.core.network import parse_network
     save_network(parse_network(random_network_dict(3)), rand_path)
     vehicle = root / "testquad.toml"
-    lines = [f'name = "testquad"'] + [
+    lines = ['name = "testquad"'] + [
         f"{k} = {json.dumps(v) if isinstance(v, str) else v}" for k, v in BASE_PROFILE.items()]
     vehicle.write_text("\n".join(lines).replace("battery_capacity_wh = 120.0", "battery_capacity_wh = 150.0") + "\n")
     return {"net": net_path, "random": rand_path, "vehicle": vehicle, "root": root}

@@ -18,14 +18,13 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from droneops.core.energy import Wind, airspeed_mps, hover_power_w, segment_energy, speed_change_energy, vertical_energy
-from droneops.errors import UserError
 from droneops.core.network import load_network, parse_network
 from droneops.core.planner import Plan, Planner, plan_delivery
 from droneops.core.vehicle import missions_dir, parse_vehicle
+from droneops.errors import UserError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 LAT0, LON0 = 23.40, 113.20
 M_PER_DEG = 111_320.0
@@ -196,9 +195,10 @@ def leg_cost(net, profile, path, payload, wind, start, end):
     return wh, s
 
 
-def brute_force(net, profile, origin, dest, payload=0.0, battery_pct=100.0, wind=Wind(), return_to="any",
+def brute_force(net, profile, origin, dest, payload=0.0, battery_pct=100.0, wind=None, return_to="any",
                 objective="time"):
     """Minimum cost over all leg sequences (simple-path legs), or inf if none is feasible."""
+    wind = Wind() if wind is None else wind
     g = nx.DiGraph()
     g.add_nodes_from(net.nodes)
     g.add_edges_from((e.from_id, e.to_id) for e in net.edges())

@@ -7,11 +7,11 @@ import math
 import socket
 
 import pytest
-
-import mission_fixtures as fx
+from droneops.cli import main
 from droneops.core import mission as m
 from droneops.formats import qgc
-from droneops.cli import main
+
+import mission_fixtures as fx
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +167,9 @@ def test_cli_mission_import(flights, tmp_path, capsys):
 
 def test_cli_plan_writes_one_qgc_file_per_flight(tmp_path, capsys):
     """``droneops plan --qgc``: yunnan P14 needs a swap, so two flights, two files."""
-    from droneops.core.network import load_network
     from droneops.core.planner import plan_delivery
-    from droneops.core.vehicle import load_vehicle
+    from droneops.formats.geojson import load_network
+    from droneops.formats.vehicle_toml import load_vehicle
 
     target = tmp_path / "p14.plan"
     code = main(["plan", "--network", "yunnan", "--vehicle", "quad7", "--from", "depot", "--to", "P14",

@@ -26,9 +26,12 @@ from droneops.fleet import store as S
 from droneops.fleet.config import ServiceConfig, VehicleConfig, load_config, parse_config
 from droneops.errors import UserError
 from droneops.core.network import parse_network
-from droneops.fleet.service import (EnergyWatch, FleetService, RouteProgress, nearest_node, plan_from_json,
-                              recharge_time_s, time_to_drop_s)
+from droneops.core.dispatch import recharge_time_s, time_to_drop_s
+from droneops.core.energy_watch import EnergyWatch, RouteProgress
+from droneops.fleet.agents import nearest_node
 from droneops.fleet.mqtt import MqttSettings
+from droneops.fleet.orders import plan_from_json
+from droneops.fleet.service import FleetService
 from droneops.core.vehicle import load_vehicle
 
 SPEED = 60.0  # simulation speed factor of these tests
@@ -65,6 +68,26 @@ def test_plan_json_round_trip_and_time_to_drop(net, quad7):
     assert first.to_id == "P2"
     assert time_to_drop_s(plan) == pytest.approx(first.duration_s)
     assert time_to_drop_s(plan) < plan.duration_s
+    # By hand, from the network and quad7's limits: D -> S -> P2 is 6 km + sqrt(4^2 + 1^2) km
+    # = 10.123 km of corridor at 13 m/s = 778.7 s, a climb of 80 m at 3 m/s = 26.7 s and a
+    # descent from 80 m to the 4 m release height at 2.5 m/s = 30.4 s: at least 835.8 s. On
+    # top: accelerating/braking (13 m/s at 2 m/s^2: < 13 s), the transition hover (2 s), the
+    # slower final descent, the ground idle (4 s) and the 15 s hover at the drop: < 60 s.
+    assert 835.8 < time_to_drop_s(plan) < 835.8 + 60.0
+
+
+def test_time_to_drop_counts_legs_and_stops_before_the_destination():
+    from droneops.core.planner import Leg, Plan, Stop
+
+    def leg(a: str, b: str, duration_s: float) -> Leg:
+        return Leg(from_id=a, to_id=b, nodes=(a, b), payload_kg=1.0, distance_m=1000.0, duration_s=duration_s,
+                   energy_wh=10.0, battery_start_wh=500.0, battery_end_wh=490.0, reserve_wh=111.0)
+
+    # D -(300 s)-> S, swap 60 s, S -(200 s)-> P2 (the drop), deliver 15 s, P2 -(250 s)-> S
+    plan = Plan(feasible=True, reason=None, origin="D", destination="P2", return_to="S", payload_kg=1.0,
+                objective="time", legs=(leg("D", "S", 300.0), leg("S", "P2", 200.0), leg("P2", "S", 250.0)),
+                stops=(Stop("S", "swap", 60.0, 555.0), Stop("P2", "deliver", 15.0, 480.0)))
+    assert time_to_drop_s(plan) == 300.0 + 60.0 + 200.0
 
 
 def test_recharge_time(net, quad7):
@@ -99,9 +122,12 @@ def test_energy_watch_projection():
     assert watch.update(540.0, 0.05, cruising=False) is None       # climbing: no baseline yet
     assert watch.update(540.0, 0.05, cruising=True) is None        # baseline
     assert watch.update(530.0, 0.10, cruising=True) is None        # not enough route flown
-    # on plan: 200 Wh * 0.2 = 40 Wh used over 20 % of the route -> lands with ~350 Wh
+    # on plan: 200 Wh * 0.2 = 40 Wh used over 20 % of the route. By hand: 540 - 500 = 40 Wh used,
+    # less one reading step (1 % of a 555 Wh pack, 5.55 Wh) = 34.45 Wh, against 40 Wh planned:
+    # ratio 0.86125; the remaining 75 % of the plan (150 Wh) at that ratio is 129.1875 Wh, so the
+    # vehicle lands with 500 - 129.1875 = 370.8125 Wh.
     p = watch.update(500.0, 0.25, cruising=True)
-    assert p == pytest.approx(500 - 200 * 0.75 * (34.45 / 40), rel=1e-6)
+    assert p == pytest.approx(370.8125, abs=1e-9)
     assert not watch.must_divert(p)
     # three times the planned consumption: 120 Wh used over 20 %
     hungry = EnergyWatch(planned_wh=200.0, floor_wh=111.0, step_wh=5.55, min_progress=0.1)
@@ -117,8 +143,8 @@ def test_energy_watch_projection():
 
 
 def test_vehicle_feed_rates():
-    from droneops.fleet.service import VehicleFeed
-    from droneops.fleet.mqtt import Topics, VehicleSnapshot
+    from droneops.fleet.agents import VehicleFeed
+    from droneops.fleet.topics import Topics, VehicleSnapshot
 
     class Recorder:
         topics = Topics("droneops/v1/t")
@@ -327,7 +353,7 @@ async def test_rejections_fuzz_acl_and_broker_restart(mosquitto, tmp_path, make_
             assert not any(e.data.get("action") == "land" for e in rejected)
             assert not db.events(kind="vehicle_command")
             assert [o.id for o in db.orders()] == ["far"]
-        assert not svc.link._task.done()
+        assert svc.link.running
 
         # broker restart without persistence: the service reconnects and republishes
         connects = svc.link.connects

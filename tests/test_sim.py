@@ -13,14 +13,15 @@ import math
 from dataclasses import dataclass
 
 import pytest
+from droneops.core import mavlink as mav
+from droneops.sim import model as sc
+from droneops.sim.model import SimConfig, SimItem, VehicleModel
 from mavsdk.asyncio import ComponentType, Configuration, Mavsdk
 from mavsdk.asyncio.plugins.action import ActionAsync, ActionError, ActionResult
 from mavsdk.asyncio.plugins.mission_raw import MissionItem, MissionRawAsync, MissionRawError, MissionRawResult
 from mavsdk.asyncio.plugins.telemetry import FlightMode, LandedState, TelemetryAsync
 
 from conftest import SIM_HOME, sim_profile
-from droneops.sim import model as sc
-from droneops.sim.model import SimConfig, SimItem, VehicleModel
 
 LAT0, LON0, GROUND0 = SIM_HOME
 PLANE = sc.LocalPlane(LAT0, LON0)
@@ -147,16 +148,16 @@ def run_until(m: VehicleModel, predicate, limit_s: float = 900.0, dt_s: float = 
 
 
 def test_check_item_refuses_what_px4_refuses():
-    ok = SimItem(0, sc.FRAME_GLOBAL_RELATIVE_ALT_INT, sc.CMD_NAV_WAYPOINT, x=1, y=1, z=10)
+    ok = SimItem(0, mav.MAV_FRAME_GLOBAL_RELATIVE_ALT_INT, mav.MAV_CMD_NAV_WAYPOINT, x=1, y=1, z=10)
     assert sc.check_item(ok) is None
-    for frame in (sc.FRAME_GLOBAL_TERRAIN_ALT, sc.FRAME_GLOBAL_TERRAIN_ALT_INT, 1):
-        bad = sc.check_item(SimItem(3, frame, sc.CMD_NAV_WAYPOINT, x=1, y=1, z=10))
-        assert bad == sc.Rejection(3, sc.MISSION_UNSUPPORTED_FRAME)
-    assert sc.check_item(SimItem(1, 6, 31337, x=1, y=1)).ack_type == sc.MISSION_UNSUPPORTED
-    assert sc.check_item(SimItem(0, 2, sc.CMD_DO_GRIPPER, param1=1)) is None
-    fence = SimItem(0, 0, sc.CMD_FENCE_POLYGON_VERTEX_EXCLUSION, param1=4, x=1, y=1, mission_type=1)
+    for frame in (mav.MAV_FRAME_GLOBAL_TERRAIN_ALT, mav.MAV_FRAME_GLOBAL_TERRAIN_ALT_INT, 1):
+        bad = sc.check_item(SimItem(3, frame, mav.MAV_CMD_NAV_WAYPOINT, x=1, y=1, z=10))
+        assert bad == sc.Rejection(3, mav.MAV_MISSION_UNSUPPORTED_FRAME)
+    assert sc.check_item(SimItem(1, 6, 31337, x=1, y=1)).ack_type == mav.MAV_MISSION_UNSUPPORTED
+    assert sc.check_item(SimItem(0, 2, mav.MAV_CMD_DO_GRIPPER, param1=1)) is None
+    fence = SimItem(0, 0, mav.MAV_CMD_NAV_FENCE_POLYGON_VERTEX_EXCLUSION, param1=4, x=1, y=1, mission_type=1)
     assert sc.check_item(fence) is None
-    assert sc.check_item(SimItem(0, 0, sc.CMD_NAV_WAYPOINT, x=1, y=1, mission_type=1)) is not None
+    assert sc.check_item(SimItem(0, 0, mav.MAV_CMD_NAV_WAYPOINT, x=1, y=1, mission_type=1)) is not None
     assert sc.check_upload([ok, SimItem(1, 10, 16)]).seq == 1
 
 
@@ -180,7 +181,7 @@ def test_auto_disarm_without_takeoff(profile):
     assert m.request_arm().ok and m.armed
     run_until(m, lambda v: not v.armed, limit_s=30)
     assert m.t_s == pytest.approx(m.config.disarm_preflight_s, abs=0.6)
-    assert sc.StatusText(sc.SEVERITY_INFO, "Disarmed by auto preflight disarming") in m.pop_events()
+    assert sc.StatusText(mav.MAV_SEVERITY_INFO, "Disarmed by auto preflight disarming") in m.pop_events()
 
 
 def test_arming_checks(profile):
@@ -191,7 +192,7 @@ def test_arming_checks(profile):
     assert not m.request_arm().ok
     m.set_faults(unhealthy=False)
     m.battery.remaining_wh = m.battery.capacity_wh * (m.config.arm_min_battery_pct - 1) / 100
-    assert m.request_arm().result == sc.RESULT_TEMPORARILY_REJECTED
+    assert m.request_arm().result == mav.MAV_RESULT_TEMPORARILY_REJECTED
     m.battery.reset()
     assert m.request_arm().ok
 
@@ -274,7 +275,7 @@ def test_battery_reset_option(profile):
 def test_geofence_blocks_mission_start(profile):
     m = model(profile)
     ring = [(-50, 50), (50, 50), (50, 150), (-50, 150)]
-    fence = [SimItem(i, 0, sc.CMD_FENCE_POLYGON_VERTEX_EXCLUSION, param1=4, x=point(*p)[0], y=point(*p)[1],
+    fence = [SimItem(i, 0, mav.MAV_CMD_NAV_FENCE_POLYGON_VERTEX_EXCLUSION, param1=4, x=point(*p)[0], y=point(*p)[1],
                      mission_type=1) for i, p in enumerate(ring)]
     m.load_fence(fence)
     m.load_mission(sim_items([item(0, 22, 0, 0, 20), item(1, 16, 0, 100, 20)]))
@@ -327,7 +328,7 @@ async def test_mission_roundtrip_with_px4_frames(sim_vehicle):
         got_fence = await gcs.mission.download_geofence()
         got_rally = await gcs.mission.download_rallypoints()
     assert len(got) == len(mission) and all(same_item(a, b) for a, b in zip(mission, got))
-    assert [b.frame for b in got] == [sc.PX4_DOWNLOAD_FRAME.get(a.frame, a.frame) for a in mission]
+    assert [b.frame for b in got] == [mav.PX4_DOWNLOAD_FRAME.get(a.frame, a.frame) for a in mission]
     assert [b.frame for b in got] == [6, 2, 6, 5, 2, 6, 6]
     assert all(same_item(a, b) and b.frame == 5 for a, b in zip(fence, got_fence)) and len(got_fence) == 4
     assert len(got_rally) == 1 and same_item(rally[0], got_rally[0]) and got_rally[0].frame == 5
@@ -335,7 +336,16 @@ async def test_mission_roundtrip_with_px4_frames(sim_vehicle):
     assert len(m.mission) == 7 and len(m.fence) == 4 and len(m.rally) == 1
 
 
-async def test_refused_uploads_keep_previous_mission(sim_vehicle):
+RESTORE_RACE_DELAY_S = 0.3
+"""Wall seconds the vehicle waits before restoring its mission plugin after a refused upload: a
+download sent right after the refusal always falls into that window (before the fix for the
+restore race, MAVSDK's plugin answered it with the refused items)."""
+
+
+async def test_refused_uploads_keep_previous_mission(make_sim_vehicle):
+    """A download right after a refused upload returns the kept mission, never the refused one:
+    the restore is delayed on purpose, so the download always lands before the restore is done."""
+    sim_vehicle = await make_sim_vehicle(restore_delay_s=RESTORE_RACE_DELAY_S)
     good = delivery_mission()
     terrain = [item(0, 22, 0, 0, 20), item(1, 16, 0, 100, 20, frame=10)]
     unknown = [item(0, 22, 0, 0, 20), item(1, 31337, 0, 100, 20)]
@@ -356,9 +366,13 @@ async def test_refused_uploads_keep_previous_mission(sim_vehicle):
         assert len(await gcs.mission.download_geofence()) == 3
         await gcs.mission.upload_mission(good[:3])                # a good upload right after works
         assert len(await gcs.mission.download_mission()) == 3
-        await asyncio.sleep(0.5)
+
+        def refusal_text_seen() -> bool:
+            return any(s.text == "IGN MISSION_ITEM: Invalid item" and s.type.name == "CRITICAL" for s in texts.values)
+
+        await sim_vehicle.wait_until(lambda _m: refusal_text_seen(), WAIT_S)
         await texts.stop()
-    assert any(s.text == "IGN MISSION_ITEM: Invalid item" and s.type.name == "CRITICAL" for s in texts.values)
+    assert refusal_text_seen()
     assert len(sim_vehicle.model.mission) == 3 and len(sim_vehicle.model.fence) == 3
 
 
@@ -594,10 +608,9 @@ async def test_px4_parameters(sim_vehicle):
 async def test_payload_parameter_and_identity(sim_vehicle):
     """``SIM_PAYLOAD_KG`` loads the payload; after a drop the same value loads it again; the
     vehicle tells itself apart from PX4 through AUTOPILOT_VERSION (MAVSDK Info)."""
+    from droneops.sim.vehicle import PARAM_PAYLOAD, is_droneops_sim
     from mavsdk.asyncio.plugins.info import InfoAsync
     from mavsdk.asyncio.plugins.param import ParamAsync
-
-    from droneops.sim.vehicle import PARAM_PAYLOAD, is_droneops_sim
 
     assert not is_droneops_sim("000000000") and not is_droneops_sim("") and not is_droneops_sim("4f1b2c3d0")
     async with ground_station(sim_vehicle.url) as gcs:

@@ -201,13 +201,13 @@ def test_acknowledged_order_survives_kill_9(tmp_path):
     as soon as we read the acks. Every acknowledged order must be in the database."""
     path = tmp_path / "fleet.db"
     code = textwrap.dedent(f"""
-        import sys, time
+        import signal
         from droneops.fleet.store import Store
         s = Store({str(path)!r})
         for i in range(20):
             s.create_order(f"o{{i}}", {{"to": "P01", "payload_kg": 1.0}}, 5)
             print(f"ack o{{i}}", flush=True)
-        time.sleep(60)
+        signal.pause()  # until the test kills it
     """)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     acked = []

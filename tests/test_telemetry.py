@@ -15,8 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mqtt_broker import Subscriber, jpayload, mosquitto  # noqa: F401  (fixture)
 
-from droneops.fleet import mqtt as T
-from droneops.fleet.mqtt import CommandError, CommandLimits, MqttLink, MqttSettings, Topics
+from droneops.fleet import mqtt as M
+from droneops.fleet import topics as T
+from droneops.fleet.mqtt import MqttLink, MqttSettings
+from droneops.fleet.topics import CommandError, CommandLimits, Topics
 
 LIMITS = CommandLimits(max_payload_kg=MAX_PAYLOAD_KG, pads=frozenset(PADS), origins=frozenset(ORIGINS),
                        vehicles=frozenset(VEHICLES))
@@ -206,7 +208,7 @@ async def test_last_will_on_abrupt_loss_then_reconnect(mosquitto):
         async with Subscriber(mosquitto, "station-S01", f"{mosquitto.prefix}/service/status") as sub:
             await sub.wait_for(lambda m: jpayload(m)["state"] == "online")
             n = len(sub.messages)
-            link._client._client.socket().shutdown(socket.SHUT_RDWR)  # TCP dies without DISCONNECT
+            link.connection.client.socket().shutdown(socket.SHUT_RDWR)  # TCP dies without DISCONNECT
             will = await sub.wait_for(lambda m: jpayload(m)["state"] == "offline", start=n)
             assert jpayload(will)["reason"] == "connection lost"
             await sub.wait_for(lambda m: jpayload(m)["state"] == "online", start=n + 1)
@@ -214,29 +216,48 @@ async def test_last_will_on_abrupt_loss_then_reconnect(mosquitto):
         await link.close()
 
 
+async def until(predicate, what: str, timeout_s: float = 20.0) -> None:
+    """Wait until ``predicate()`` holds (checked every 20 ms); fail after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
 async def test_broker_restart_republishes_retained_state(mosquitto):
+    """The broker restarts without persistence (it forgets every retained message). While it is
+    down the service changes one retained topic and queues an event. Once back, the link must
+    republish every retained topic (also the unchanged one) and deliver the queued event."""
     async with MqttLink(_settings(mosquitto)) as link:
         await link.wait_connected(10)
         link.set_retained(link.topics.vehicle_state("v1"), {"battery_pct": 77})
         link.set_retained(link.topics.order("o1"), {"state": "in_flight"})
-        await link.flush()
-        mosquitto.restart()  # persistence off: the broker forgets every retained message
-        await asyncio.sleep(0.3)
+        assert await link.flush()
+        mosquitto.stop()
+        await until(lambda: not link.connected.is_set(), "the link to notice the broker is gone")
+        # the link is down for sure: the broker is not running
         link.set_retained(link.topics.order("o1"), {"state": "delivered"})  # changed while down
         link.event("link_test", n=1)  # queued while down, delivered after reconnect
-        for _ in range(200):
-            if link.connected.is_set() and link.connects >= 2:
-                break
-            await asyncio.sleep(0.05)
-        assert link.connects >= 2
-        await link.flush()
-        async with Subscriber(mosquitto, "station-S01", f"{mosquitto.prefix}/#") as sub:
-            st_ = await sub.wait_for(lambda m: m.topic.value.endswith("/vehicles/v1/state"))
+        # the broker comes back refusing the service account, so that a subscriber is in place
+        # before the link reconnects and can see the queued event go out
+        mosquitto.lock_out("droneops-service")
+        mosquitto.start()
+        async with Subscriber(mosquitto, "station-S01", f"{mosquitto.prefix}/#") as live:
+            assert not link.connected.is_set()
+            connects = link.connects
+            mosquitto.let_in("droneops-service")
+            await until(lambda: link.connects > connects and link.connected.is_set(), "reconnect")
+            assert await link.flush()
+            ev = await live.wait_for(lambda m: m.topic.value == link.topics.events, 10)
+            assert jpayload(ev)["kind"] == "link_test" and jpayload(ev)["n"] == 1
+        async with Subscriber(mosquitto, "station-S01", f"{mosquitto.prefix}/#") as late:
+            st_ = await late.wait_for(lambda m: m.topic.value.endswith("/vehicles/v1/state"), 10)
             assert st_.retain and jpayload(st_) == {"battery_pct": 77}
-            od = await sub.wait_for(lambda m: m.topic.value.endswith("/orders/o1"))
-            assert jpayload(od) == {"state": "delivered"}
-            status = await sub.wait_for(lambda m: m.topic.value.endswith("/service/status"))
-            assert jpayload(status)["state"] == "online"
+            od = await late.wait_for(lambda m: m.topic.value.endswith("/orders/o1"), 10)
+            assert od.retain and jpayload(od) == {"state": "delivered"}
+            status = await late.wait_for(lambda m: m.topic.value.endswith("/service/status"), 10)
+            assert status.retain and jpayload(status)["state"] == "online"
         await link.close()
 
 
@@ -247,7 +268,7 @@ async def test_commands_replies_and_handler_errors(mosquitto):
 
     received = []
 
-    async def handler(cmd: T.IncomingCommand) -> None:
+    async def handler(cmd: M.IncomingCommand) -> None:
         received.append(cmd)
         if cmd.payload == b"boom":
             raise RuntimeError("handler bug")
@@ -256,7 +277,8 @@ async def test_commands_replies_and_handler_errors(mosquitto):
     async with MqttLink(_settings(mosquitto), on_command=handler) as link:
         await link.wait_connected(10)
         reply_topic = link.topics.reply("station-S01", "r1")
-        async with Subscriber(mosquitto, "station-S01", f"{mosquitto.prefix}/reply/station-S01/#") as sub:
+        async with Subscriber(mosquitto, "station-S01", f"{mosquitto.prefix}/reply/station-S01/#") as sub, \
+                Subscriber(mosquitto, "station-S01", f"{mosquitto.prefix}/#", identifier="all") as everything:
             async with aiomqtt.Client(mosquitto.host, mosquitto.port, username="station-S01",
                                       password=mosquitto.users["station-S01"],
                                       protocol=aiomqtt.ProtocolVersion.V5) as station:
@@ -269,12 +291,16 @@ async def test_commands_replies_and_handler_errors(mosquitto):
             msg = await sub.wait_for(lambda m: jpayload(m).get("echo") == "hello")
             assert msg.properties.CorrelationData == b"c1"
             assert msg.topic.value == reply_topic
-        for _ in range(100):
-            if len(received) == 3:
-                break
-            await asyncio.sleep(0.05)
-        assert [c.payload for c in received] == [b"boom", b"hello", b"sneaky"]
-        assert received[1].response_topic == reply_topic and received[1].correlation_data == b"c1"
-        assert link.connected.is_set()  # the handler exception did not kill the link
-        assert link.topics.vehicle_state("v1") not in link._retained  # the sneaky reply went nowhere
+            await until(lambda: len(received) == 3, "the three commands")
+            assert [c.payload for c in received] == [b"boom", b"hello", b"sneaky"]
+            assert received[1].response_topic == reply_topic and received[1].correlation_data == b"c1"
+            assert link.connected.is_set()  # the handler exception did not kill the link
+            # The sneaky reply went nowhere: the link publishes in order, so once a marker sent
+            # after the handler answered "sneaky" arrives, a reply on the state topic would have too.
+            link.event("marker")
+            await everything.wait_for(lambda m: m.topic.value == link.topics.events
+                                      and jpayload(m).get("kind") == "marker")
+            state_topic = link.topics.vehicle_state("v1")
+            assert not [m for m in everything.messages if m.topic.value == state_topic]
+            assert not link.is_retained(state_topic)
         await link.close()

@@ -52,7 +52,7 @@ airspeed. Headwind and crosswind raise it, tailwind lowers it. With an unknown t
 steady wind sees every relative wind direction). Hovering, climbing and descending in a wind
 of speed ``S`` hold position, i.e. fly at airspeed ``S``.
 
-Kinematics of a hop (how the CMU Matrice 100 flights were flown; :mod:`droneops.calibration`,
+Kinematics of a hop (how the CMU Matrice 100 flights were flown; :mod:`droneops.core.calibration`,
 ``missions/vehicles/m100.toml``): motors idle on the ground before lift-off and after
 touch-down (``ground_idle_s`` at ``ground_idle_power_w``); vertical climb at
 ``climb_speed_mps``; a ``transition_hover_s`` hover at cruise height; each straight leg starts
@@ -76,8 +76,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from droneops.errors import UserError
 from droneops.core.vehicle import VehicleProfile
+from droneops.errors import UserError
 
 G_MPS2 = 9.80665
 """Standard gravity, m/s^2."""
@@ -273,10 +273,11 @@ def _mean_level_power_w(profile: VehicleProfile, payload_kg: ArrayLike, v_hi: Ar
     hi = np.asarray(v_hi, dtype=float)[..., None]
     speeds = 0.5 * hi * (_GAUSS_NODES + 1.0)
 
-    def ex(a: ArrayLike | None) -> np.ndarray | None:
-        return None if a is None else np.asarray(a, dtype=float)[..., None]
+    def ex(a: ArrayLike) -> np.ndarray:
+        return np.asarray(a, dtype=float)[..., None]
 
-    powers = level_power_w(profile, ex(payload_kg), speeds, ex(track_deg), ex(wind_speed_mps), ex(wind_from_deg))
+    track = None if track_deg is None else ex(track_deg)
+    powers = level_power_w(profile, ex(payload_kg), speeds, track, ex(wind_speed_mps), ex(wind_from_deg))
     return 0.5 * np.sum(_GAUSS_WEIGHTS * powers, axis=-1)
 
 

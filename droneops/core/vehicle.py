@@ -1,26 +1,15 @@
-"""Vehicle profiles: what a drone is and how it flies, read from ``missions/vehicles/*.toml``.
+"""Vehicle profiles: what a drone is and how it flies (pure data, no file reading).
 
-A profile is looked up by name (``quad7`` -> ``missions/vehicles/quad7.toml``) or by path.
-All quantities are SI and carry their unit in the field name.
+:class:`VehicleProfile` is the model; reading a profile from ``missions/vehicles/*.toml`` lives in
+:mod:`droneops.formats.vehicle_toml` (``load_vehicle``, ``parse_vehicle``, ``shipped_vehicles``,
+``missions_dir``). All quantities are SI and carry their unit in the field name.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
-
-from droneops.errors import UserError
-
-_REPO_MISSIONS = Path(__file__).resolve().parents[2] / "missions"
-_PACKAGED_MISSIONS = Path(__file__).resolve().parents[1] / "_missions"
-
-
-def missions_dir() -> Path:
-    """The shipped ``missions/`` folder (the repository's, or the copy inside an installed wheel)."""
-    return _REPO_MISSIONS if _REPO_MISSIONS.is_dir() else _PACKAGED_MISSIONS
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -100,73 +89,33 @@ class VehicleProfile:
         return self.battery_capacity_wh * self.reserve_fraction
 
     @property
+    def unusable_wh(self) -> float:
+        """Energy below the pack's cut-off (nominal minus usable), Wh: "empty" as the pack sees it."""
+        return self.battery_capacity_wh * (1.0 - self.usable_fraction)
+
+    @property
+    def landing_floor_wh(self) -> float:
+        """Energy that must remain in the pack at every landing, Wh: the reserve, or the unusable
+        bottom of the pack if that is larger (``max(reserve_wh, unusable_wh)``).
+
+        The one definition of the landing floor: the planner's leg constraint, flight control's
+        preflight check and divert budget, and the service's energy watch all use it.
+        """
+        return max(self.reserve_wh, self.unusable_wh)
+
+    @property
     def rotor_disk_area_m2(self) -> float:
+        """Total rotor disk area (all rotors), m^2."""
         return self.rotor_count * math.pi * self.rotor_radius_m**2
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(VehicleProfile)}
-_REQUIRED = [f.name for f in dataclasses.fields(VehicleProfile)
-             if f.default is dataclasses.MISSING and f.name != "name"]
+# --- TEMP re-export (issue 9 integration): file reading moved to droneops.formats.vehicle_toml ---
+_MOVED_TO_FORMATS = ("parse_vehicle", "load_vehicle", "shipped_vehicles", "missions_dir")
 
 
-def parse_vehicle(data: dict, name: str, source: str = "") -> VehicleProfile:
-    """Build a profile from a TOML table; raise :class:`UserError` naming the bad field."""
-    where = source or name
-    unknown = sorted(set(data) - set(_FIELDS))
-    if unknown:
-        raise UserError(f"{where}: unknown field(s) {', '.join(unknown)}")
-    missing = [k for k in _REQUIRED if k not in data]
-    if missing:
-        raise UserError(f"{where}: missing field(s) {', '.join(missing)}")
-    values: dict = {"name": data.get("name", name)}
-    for key, value in data.items():
-        if key in ("name", "description", "source", "delivery_method"):
-            values[key] = str(value)
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{where}: field {key} must be a number, got {value!r}")
-        if not math.isfinite(value) or value < 0:
-            raise UserError(f"{where}: field {key} must be a finite number >= 0, got {value}")
-        values[key] = int(value) if key == "rotor_count" else float(value)
-    profile = VehicleProfile(**values)
-    if profile.delivery_method not in ("gripper", "land"):
-        raise UserError(f"{where}: delivery_method must be 'gripper' or 'land', got {profile.delivery_method!r}")
-    for key in ("usable_fraction", "reserve_fraction"):
-        if not 0 <= getattr(profile, key) <= 1:
-            raise UserError(f"{where}: {key} must be between 0 and 1")
-    for key in ("drivetrain_efficiency", "forward_inflow_factor"):
-        if not 0 < getattr(profile, key) <= 1:
-            raise UserError(f"{where}: {key} must be in (0, 1]")
-    if profile.landing_agl_m > 0 and profile.landing_speed_mps <= 0:
-        raise UserError(f"{where}: landing_speed_mps must be > 0 when landing_agl_m > 0")
-    if profile.reserve_fraction >= profile.usable_fraction:
-        raise UserError(f"{where}: reserve_fraction must be below usable_fraction")
-    for key in ("mass_empty_kg", "battery_capacity_wh", "cruise_speed_mps", "climb_speed_mps",
-                "descent_speed_mps", "rotor_count", "rotor_radius_m"):
-        if getattr(profile, key) <= 0:
-            raise UserError(f"{where}: {key} must be > 0")
-    return profile
+def __getattr__(name: str) -> Any:  # TEMP re-export (issue 9 integration)
+    if name in _MOVED_TO_FORMATS:
+        from droneops.formats import vehicle_toml
 
-
-def load_vehicle(name_or_path: str | Path) -> VehicleProfile:
-    """Load a profile by shipped name (``quad7``, ``m100``) or by path to a ``.toml`` file."""
-    text = str(name_or_path)
-    path = Path(text)
-    if not (path.suffix == ".toml" or path.exists()):
-        path = missions_dir() / "vehicles" / f"{text}.toml"
-        if not path.exists():
-            raise UserError(f"unknown vehicle {text!r}; shipped profiles: {', '.join(shipped_vehicles()) or 'none'}")
-    if not path.is_file():
-        raise UserError(f"vehicle profile {text!r} not found")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read vehicle profile {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
-    return parse_vehicle(data, name=path.stem, source=str(path))
-
-
-def shipped_vehicles() -> list[str]:
-    """Names of the profiles shipped in ``missions/vehicles``."""
-    return sorted(p.stem for p in (missions_dir() / "vehicles").glob("*.toml"))
+        return getattr(vehicle_toml, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

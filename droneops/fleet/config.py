@@ -115,6 +115,25 @@ def _str(data: dict, key: str, where: str, default: str | None = None) -> str | 
     return value
 
 
+def _text(data: dict, key: str, where: str, default: str) -> str:
+    """:func:`_str` with a default: always a string."""
+    value = _str(data, key, where, default)
+    return default if value is None else value
+
+
+def _required(data: dict, key: str, where: str) -> str:
+    """:func:`_str` of a key that must be there (UserError naming it otherwise)."""
+    value = _str(data, key, where)
+    if value is None:
+        raise UserError(f"{where}.{key} is required")
+    return value
+
+
+def _int(data: dict, key: str, where: str, default: int, lo: int, hi: float = math.inf) -> int:
+    """:func:`_num` of an integer."""
+    return int(_num(data, key, where, default, lo, hi, integer=True))
+
+
 def _num(data: dict, key: str, where: str, default: float, lo: float, hi: float = math.inf,
          integer: bool = False) -> float:
     value = data.get(key, default)
@@ -144,66 +163,76 @@ def _maybe_path(base: Path, text: str) -> str:
         else text
 
 
+def _password(data: dict, base: Path, where: str) -> str | None:
+    """The broker password from ``password``, ``password_env`` or ``password_file`` (at most one)."""
+    sources = [k for k in ("password", "password_env", "password_file") if k in data]
+    if len(sources) > 1:
+        raise UserError(f"{where}: give only one of password, password_env, password_file")
+    if "password" in data:
+        password = data["password"]
+        if not isinstance(password, str):
+            raise UserError(f"{where}.password must be a string")
+        return password
+    if "password_env" in data:
+        var = _required(data, "password_env", where)
+        env = os.environ.get(var)
+        if env is None:
+            raise UserError(f"{where}.password_env: environment variable {var} is not set")
+        return env
+    if "password_file" in data:
+        pfile = _path(base, _required(data, "password_file", where))
+        try:
+            return pfile.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UserError(f"{where}.password_file: cannot read {pfile}: {exc}") from None
+    return None
+
+
+def _tls(data: dict, base: Path, where: str) -> TlsSettings:
+    """The ``[mqtt.tls]`` table (files must exist; cert and key go together)."""
+    t = _table(data, where)
+    _unknown(t, _TLS_KEYS, where)
+    files = {}
+    for key in ("ca_file", "cert_file", "key_file"):
+        if key in t:
+            p = _path(base, _required(t, key, where))
+            if not p.is_file():
+                raise UserError(f"{where}.{key}: file {p} not found")
+            files[key] = str(p)
+    if ("cert_file" in files) != ("key_file" in files):
+        raise UserError(f"{where}: cert_file and key_file go together")
+    return TlsSettings(**files, insecure=_bool(t, "insecure", where, False))
+
+
 def parse_mqtt(data: dict, base: Path, where: str = "[mqtt]") -> MqttSettings:
     """The ``[mqtt]`` table -> :class:`MqttSettings` (password from ``password``,
     ``password_env`` or ``password_file``: at most one)."""
     _unknown(data, _MQTT_KEYS, where)
-    fleet = _str(data, "fleet", where, "default")
+    fleet = _text(data, "fleet", where, "default")
     if not ID_PATTERN.fullmatch(fleet):
         raise UserError(f"{where}.fleet must be 1-64 characters [A-Za-z0-9_.:-], got {fleet!r}")
     prefix = _str(data, "prefix", where)
     if prefix is not None and (prefix.endswith("/") or any(c in prefix for c in "+#")):
         raise UserError(f"{where}.prefix must not end with '/' or contain wildcards, got {prefix!r}")
-    sources = [k for k in ("password", "password_env", "password_file") if k in data]
-    if len(sources) > 1:
-        raise UserError(f"{where}: give only one of password, password_env, password_file")
-    password = None
-    if "password" in data:
-        password = data["password"]
-        if not isinstance(password, str):
-            raise UserError(f"{where}.password must be a string")
-    elif "password_env" in data:
-        var = _str(data, "password_env", where)
-        password = os.environ.get(var)
-        if password is None:
-            raise UserError(f"{where}.password_env: environment variable {var} is not set")
-    elif "password_file" in data:
-        pfile = _path(base, _str(data, "password_file", where))
-        try:
-            password = pfile.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise UserError(f"{where}.password_file: cannot read {pfile}: {exc}") from None
-    tls = None
-    if "tls" in data:
-        t = _table(data["tls"], f"{where}.tls")
-        _unknown(t, _TLS_KEYS, f"{where}.tls")
-        files = {}
-        for key in ("ca_file", "cert_file", "key_file"):
-            if key in t:
-                p = _path(base, _str(t, key, f"{where}.tls"))
-                if not p.is_file():
-                    raise UserError(f"{where}.tls.{key}: file {p} not found")
-                files[key] = str(p)
-        if ("cert_file" in files) != ("key_file" in files):
-            raise UserError(f"{where}.tls: cert_file and key_file go together")
-        tls = TlsSettings(**files, insecure=_bool(t, "insecure", f"{where}.tls", False))
+    password = _password(data, base, where)
+    tls = _tls(data["tls"], base, f"{where}.tls") if "tls" in data else None
     port_default = 8883 if tls else 1883
     protocol = str(data.get("protocol", "5"))
     if protocol not in ("5", "3.1.1"):
         raise UserError(f"{where}.protocol must be \"5\" or \"3.1.1\", got {data.get('protocol')!r}")
     return MqttSettings(
-        host=_str(data, "host", where, "127.0.0.1"),
-        port=_num(data, "port", where, port_default, 1, 65535, integer=True),
+        host=_text(data, "host", where, "127.0.0.1"),
+        port=_int(data, "port", where, port_default, 1, 65535),
         fleet=fleet, prefix=prefix,
         username=_str(data, "username", where), password=password,
         client_id=_str(data, "client_id", where), tls=tls,
-        keepalive_s=_num(data, "keepalive_s", where, 30, 5, 3600, integer=True),
+        keepalive_s=_int(data, "keepalive_s", where, 30, 5, 3600),
         telemetry_hz=_num(data, "telemetry_hz", where, 2.0, 0.01, 50.0),
         reconnect_min_s=_num(data, "reconnect_min_s", where, 0.5, 0.01, 60.0),
         reconnect_max_s=_num(data, "reconnect_max_s", where, 30.0, 0.01, 3600.0),
-        queue_limit=_num(data, "queue_limit", where, 10_000, 10, 10_000_000, integer=True),
+        queue_limit=_int(data, "queue_limit", where, 10_000, 10, 10_000_000),
         ha_discovery=_bool(data, "ha_discovery", where, False),
-        ha_prefix=_str(data, "ha_prefix", where, "homeassistant"),
+        ha_prefix=_text(data, "ha_prefix", where, "homeassistant"),
         protocol=5 if protocol == "5" else 4,
     )
 
@@ -218,10 +247,10 @@ def parse_config(data: dict, base_dir: Path, source: str = "") -> ServiceConfig:
     network = _str(svc, "network", w)
     if network is None:
         raise UserError(f"{w}: network is required (a shipped name like 'huadu' or a .geojson path)")
-    objective = _str(svc, "objective", w, "time")
+    objective = _text(svc, "objective", w, "time")
     if objective not in OBJECTIVES:
         raise UserError(f"{w}.objective must be one of {', '.join(OBJECTIVES)}")
-    wind = _str(svc, "wind", w, "calm")
+    wind = _text(svc, "wind", w, "calm")
     from droneops.core.energy import Wind
 
     Wind.parse(wind)  # UserError on a bad wind
@@ -254,10 +283,10 @@ def parse_config(data: dict, base_dir: Path, source: str = "") -> ServiceConfig:
         vehicles.append(VehicleConfig(vid, url, home))
     return ServiceConfig(
         network=_maybe_path(base_dir, network),
-        vehicle=_maybe_path(base_dir, _str(svc, "vehicle", w, "quad7")),
-        store_path=_path(base_dir, _str(svc, "store", w, "fleet.db")),
+        vehicle=_maybe_path(base_dir, _text(svc, "vehicle", w, "quad7")),
+        store_path=_path(base_dir, _text(svc, "store", w, "fleet.db")),
         mqtt=mqtt, vehicles=tuple(vehicles), objective=objective,
-        return_to=_str(svc, "return_to", w, "any"), wind=wind,
+        return_to=_text(svc, "return_to", w, "any"), wind=wind,
         time_scale=_num(svc, "time_scale", w, 1.0, 0.01, 10_000.0),
         energy_watch=_bool(svc, "energy_watch", w, True),
         energy_min_progress=_num(svc, "energy_min_progress", w, 0.1, 0.0, 1.0),

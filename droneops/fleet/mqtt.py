@@ -1,424 +1,65 @@
-"""MQTT side of the fleet service: the topic tree, payloads, command validation, the link.
+"""The MQTT connection of droneops: one helper that both the fleet service and the dashboard use.
 
-Topic tree (``prefix`` defaults to ``droneops/v1/<fleet>``)::
+* :class:`ConnectionSettings` (+ :class:`TlsSettings`): broker address, account, TLS,
+  keepalive, reconnect backoff, protocol version.
+* :func:`make_client`: the :class:`droneops.fleet.paho_adapter.AckingClient` (an
+  ``aiomqtt.Client`` that can read PUBACK reason codes and publish without waiting) for those
+  settings, with an optional last will.
+* :class:`MqttConnection`: keeps one connection up. It connects, runs the caller's
+  ``session(client)`` coroutine while connected, and after any loss (broker gone, socket error,
+  a bug in the session) reconnects with exponential backoff. ``client`` is the live client
+  (None while down), ``connected`` an ``asyncio.Event``, ``connects`` the number of connects,
+  ``last_error`` why the last connection ended; ``on_state(connected, error)`` is called on
+  every change.
+* :class:`MqttLink`: the fleet service's session on top of it (see :class:`MqttSettings`):
+  a last will, a cache of retained topics republished after every reconnect, a bounded queue
+  of non-retained messages, and command dispatch that never lets a handler exception kill the
+  service.
 
-    <prefix>/service/status              retained  {"state": "online"|"offline", ...}  (LWT: offline)
-    <prefix>/vehicles/<vehicle_id>/state retained  full vehicle state, on change
-    <prefix>/vehicles/<vehicle_id>/telemetry       position/battery, at most telemetry_hz
-    <prefix>/orders/<order_id>           retained  order state, plan summary, ETA, history
-    <prefix>/events                                delivered, diverted, low_energy, link_lost, ...
-    <prefix>/cmd/order                   (in)      {"to": pad, "payload_kg": x, ...}
-    <prefix>/cmd/vehicle/<vehicle_id>    (in)      {"action": "abort"|"return"|"pause"|"resume"|"land"}
-    <prefix>/reply/<username>/...        (out)     replies, when the client sets an MQTT v5
-                                                   response topic under this subtree
-
-The module has three layers:
-
-* pure: :class:`Topics`, :func:`parse_order_command`, :func:`parse_vehicle_command`,
-  :func:`decode_command` and the payload builders. No I/O; every malformed input raises
-  :class:`CommandError` (never anything else), which the service turns into an error reply.
-* :class:`MqttSettings`: broker address, account, TLS, prefix, rate.
-* :class:`MqttLink`: one aiomqtt (MQTT v5) connection with a last will, reconnect with
-  exponential backoff, a cache of retained topics that is republished after every reconnect,
-  a bounded queue of non-retained messages, and command dispatch that never lets a handler
-  exception kill the service.
+The topic tree and payloads are :mod:`droneops.fleet.topics`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import math
-import re
 import socket
 import ssl
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-TOPIC_VERSION = "v1"
-#: Largest command payload accepted, bytes. Real commands are < 200 bytes.
-MAX_COMMAND_BYTES = 4096
-#: Characters allowed in order, vehicle and node ids (safe as one MQTT topic level).
-ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-VEHICLE_ACTIONS: tuple[str, ...] = ("abort", "return", "pause", "resume", "land")
-PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 0, 9, 5
+from droneops.fleet.paho_adapter import AckingClient
+from droneops.fleet.topics import (  # noqa: F401  TEMP re-export (issue 9 integration)
+    ID_PATTERN,
+    MAX_COMMAND_BYTES,
+    PRIORITY_DEFAULT,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    TOPIC_VERSION,
+    VEHICLE_ACTIONS,
+    CommandError,
+    CommandLimits,
+    OrderCommand,
+    Topics,
+    VehicleCommand,
+    VehicleSnapshot,
+    decode_command,
+    default_prefix,
+    dumps,
+    ha_discovery,
+    order_payload,
+    parse_order_command,
+    parse_vehicle_command,
+    plan_summary,
+    status_payload,
+    validate_id,
+)
 
 log = logging.getLogger("droneops.mqtt")
-
-
-def default_prefix(fleet: str) -> str:
-    """``droneops/v1/<fleet>``."""
-    return f"droneops/{TOPIC_VERSION}/{fleet}"
-
-
-@dataclass(frozen=True)
-class Topics:
-    """Every topic of one fleet, derived from its prefix (no trailing slash)."""
-
-    prefix: str
-
-    def __post_init__(self) -> None:
-        if not self.prefix or self.prefix.endswith("/") or any(c in self.prefix for c in "+#\0"):
-            raise ValueError(f"bad topic prefix {self.prefix!r}")
-
-    @property
-    def service_status(self) -> str:
-        return f"{self.prefix}/service/status"
-
-    def vehicle_state(self, vehicle_id: str) -> str:
-        return f"{self.prefix}/vehicles/{vehicle_id}/state"
-
-    def vehicle_telemetry(self, vehicle_id: str) -> str:
-        return f"{self.prefix}/vehicles/{vehicle_id}/telemetry"
-
-    def order(self, order_id: str) -> str:
-        return f"{self.prefix}/orders/{order_id}"
-
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}/events"
-
-    @property
-    def cmd_order(self) -> str:
-        return f"{self.prefix}/cmd/order"
-
-    def cmd_vehicle(self, vehicle_id: str) -> str:
-        return f"{self.prefix}/cmd/vehicle/{vehicle_id}"
-
-    @property
-    def cmd_vehicle_filter(self) -> str:
-        return f"{self.prefix}/cmd/vehicle/+"
-
-    @property
-    def reply_root(self) -> str:
-        return f"{self.prefix}/reply"
-
-    def reply(self, username: str, suffix: str = "") -> str:
-        """A response topic a client may hand the service: ``<prefix>/reply/<username>[/suffix]``."""
-        return f"{self.prefix}/reply/{username}" + (f"/{suffix}" if suffix else "")
-
-    def command_kind(self, topic: str) -> tuple[str, str | None] | None:
-        """``("order", None)``, ``("vehicle", vehicle_id)`` or None for a non-command topic."""
-        if topic == self.cmd_order:
-            return ("order", None)
-        head = f"{self.prefix}/cmd/vehicle/"
-        if topic.startswith(head):
-            rest = topic[len(head):]
-            if "/" not in rest:  # an empty id is still a (bad) vehicle command
-                return ("vehicle", rest)
-        return None
-
-    def response_topic_ok(self, topic: str | None) -> bool:
-        """True when the service may publish a reply to ``topic``: a concrete topic (no
-        wildcards) strictly under ``<prefix>/reply/``. Anything else is ignored so a client
-        cannot make the service overwrite state topics or publish outside the fleet."""
-        if not topic or len(topic) > 256 or any(c in topic for c in "+#\0"):
-            return False
-        root = self.reply_root + "/"
-        return topic.startswith(root) and len(topic) > len(root) and "//" not in topic
-
-
-# --- command validation (pure) ------------------------------------------------------------
-
-
-class CommandError(Exception):
-    """A command that cannot be accepted. ``code`` is machine-readable (``too_large``,
-    ``bad_encoding``, ``bad_json``, ``not_object``, ``unknown_field``, ``missing_field``,
-    ``bad_type``, ``out_of_range``, ``bad_id``, ``unknown_node``, ``unknown_vehicle``,
-    ``bad_topic``); ``field`` names the offending field when there is one."""
-
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.field = field
-
-    def to_json(self) -> dict:
-        out = {"code": self.code, "message": self.message}
-        if self.field is not None:
-            out["field"] = self.field
-        return out
-
-
-@dataclass(frozen=True)
-class CommandLimits:
-    """What the service can serve: known pad ids (delivery destinations), origins (nodes
-    that may load a parcel), vehicle ids, and the heaviest payload (kg). ``None`` sets skip
-    the membership check (syntax is still checked)."""
-
-    max_payload_kg: float
-    pads: frozenset[str] | None = None
-    origins: frozenset[str] | None = None
-    vehicles: frozenset[str] | None = None
-    max_bytes: int = MAX_COMMAND_BYTES
-
-
-@dataclass(frozen=True)
-class OrderCommand:
-    """A validated ``cmd/order``: deliver ``payload_kg`` (kg) to pad ``to``; ``origin`` (JSON
-    field ``from``) pins where the parcel is loaded; ``priority`` 0 (low) .. 9 (urgent);
-    ``order_id`` None means the service assigns one (then a retry is a new order)."""
-
-    to: str
-    payload_kg: float
-    priority: int = PRIORITY_DEFAULT
-    order_id: str | None = None
-    origin: str | None = None
-
-    def request_json(self) -> dict:
-        """The canonical request stored with the order (idempotency compares this)."""
-        out: dict[str, Any] = {"to": self.to, "payload_kg": self.payload_kg, "priority": self.priority}
-        if self.origin is not None:
-            out["from"] = self.origin
-        return out
-
-
-@dataclass(frozen=True)
-class VehicleCommand:
-    """A validated ``cmd/vehicle/<vehicle_id>``."""
-
-    vehicle_id: str
-    action: str
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise CommandError("bad_json", f"duplicate key {key!r}", key)
-        out[key] = value
-    return out
-
-
-def _reject_constant(name: str) -> Any:
-    raise CommandError("bad_json", f"{name} is not a JSON number")
-
-
-def decode_command(payload: bytes | bytearray | str | None, max_bytes: int = MAX_COMMAND_BYTES) -> dict:
-    """Bytes -> JSON object, strictly: size limit, UTF-8, no NaN/Infinity, no duplicate keys,
-    an object at the top. Raises :class:`CommandError` only."""
-    if payload is None:
-        raise CommandError("bad_json", "empty payload")
-    if isinstance(payload, str):
-        try:
-            payload = payload.encode("utf-8")
-        except UnicodeEncodeError:
-            raise CommandError("bad_encoding", "payload is not valid UTF-8") from None
-    if not isinstance(payload, (bytes, bytearray)):
-        raise CommandError("bad_type", "payload must be bytes")
-    if len(payload) > max_bytes:
-        raise CommandError("too_large", f"payload is {len(payload)} bytes, the limit is {max_bytes}")
-    try:
-        text = bytes(payload).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CommandError("bad_encoding", f"payload is not valid UTF-8 (byte {exc.start})") from None
-    if not text.strip():
-        raise CommandError("bad_json", "empty payload")
-    try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except CommandError:
-        raise
-    except RecursionError:
-        raise CommandError("bad_json", "payload is nested too deeply") from None
-    except (ValueError, TypeError) as exc:
-        raise CommandError("bad_json", f"payload is not JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise CommandError("not_object", f"payload must be a JSON object, got {type(obj).__name__}")
-    return obj
-
-
-def _check_fields(obj: dict, required: Iterable[str], optional: Iterable[str]) -> None:
-    allowed = set(required) | set(optional)
-    unknown = sorted(k for k in obj if k not in allowed)
-    if unknown:
-        raise CommandError("unknown_field", f"unknown field(s): {', '.join(map(repr, unknown))[:200]}",
-                           unknown[0][:64])
-    for key in required:
-        if key not in obj:
-            raise CommandError("missing_field", f"missing field {key!r}", key)
-
-
-def _id(obj: dict, key: str, kind: str) -> str:
-    value = obj[key]
-    if not isinstance(value, str):
-        raise CommandError("bad_type", f"{key} must be a string ({kind} id)", key)
-    if not ID_PATTERN.fullmatch(value):
-        raise CommandError("bad_id", f"{key} must be 1-64 characters [A-Za-z0-9_.:-] "
-                                     f"starting with a letter or digit", key)
-    return value
-
-
-def validate_id(value: str, kind: str = "id") -> str:
-    """Check an id for use as one MQTT topic level; raise :class:`CommandError`."""
-    return _id({"id": value}, "id", kind)
-
-
-def parse_order_command(payload: bytes | str | dict, limits: CommandLimits) -> OrderCommand:
-    """Validate a ``cmd/order`` payload. Fields: ``to`` (pad id, required), ``payload_kg``
-    (number, 0..max_payload_kg, required), ``priority`` (integer 0..9, default 5),
-    ``order_id`` (id, optional), ``from`` (origin node id, optional). Anything else is an
-    error."""
-    obj = payload if isinstance(payload, dict) else decode_command(payload, limits.max_bytes)
-    _check_fields(obj, ("to", "payload_kg"), ("priority", "order_id", "from"))
-    to = _id(obj, "to", "pad")
-    if limits.pads is not None and to not in limits.pads:
-        raise CommandError("unknown_node", f"{to!r} is not a landing pad of this network", "to")
-    mass = obj["payload_kg"]
-    if isinstance(mass, bool) or not isinstance(mass, (int, float)):
-        raise CommandError("bad_type", "payload_kg must be a number (kg)", "payload_kg")
-    mass = float(mass)
-    if not math.isfinite(mass) or mass < 0 or mass > limits.max_payload_kg:
-        raise CommandError("out_of_range",
-                           f"payload_kg must be between 0 and {limits.max_payload_kg:g} kg", "payload_kg")
-    priority = obj.get("priority", PRIORITY_DEFAULT)
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        if isinstance(priority, float) and priority.is_integer():
-            priority = int(priority)
-        else:
-            raise CommandError("bad_type", "priority must be an integer 0..9", "priority")
-    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-        raise CommandError("out_of_range", "priority must be an integer 0..9", "priority")
-    order_id = _id(obj, "order_id", "order") if "order_id" in obj else None
-    origin = _id(obj, "from", "node") if "from" in obj else None
-    if origin is not None and limits.origins is not None and origin not in limits.origins:
-        raise CommandError("unknown_node", f"{origin!r} is not a depot or station of this network", "from")
-    return OrderCommand(to=to, payload_kg=mass, priority=int(priority), order_id=order_id, origin=origin)
-
-
-def parse_vehicle_command(vehicle_id: str, payload: bytes | str | dict,
-                          limits: CommandLimits) -> VehicleCommand:
-    """Validate ``cmd/vehicle/<vehicle_id>``: ``{"action": one of VEHICLE_ACTIONS}``."""
-    if not isinstance(vehicle_id, str) or not ID_PATTERN.fullmatch(vehicle_id):
-        raise CommandError("bad_topic", "the vehicle id in the topic is not a valid id")
-    if limits.vehicles is not None and vehicle_id not in limits.vehicles:
-        raise CommandError("unknown_vehicle", f"no vehicle {vehicle_id!r} in this fleet")
-    obj = payload if isinstance(payload, dict) else decode_command(payload, limits.max_bytes)
-    _check_fields(obj, ("action",), ())
-    action = obj["action"]
-    if not isinstance(action, str):
-        raise CommandError("bad_type", "action must be a string", "action")
-    if action not in VEHICLE_ACTIONS:
-        raise CommandError("out_of_range", f"action must be one of {', '.join(VEHICLE_ACTIONS)}", "action")
-    return VehicleCommand(vehicle_id=vehicle_id, action=action)
-
-
-# --- payloads (pure) ------------------------------------------------------------------------
-
-
-@dataclass
-class VehicleSnapshot:
-    """What the service knows about one vehicle; the retained ``state`` topic is this, as
-    JSON. Units in names: percent 0-100, Wh, degrees (WGS84), metres (AMSL / relative to
-    home), epoch seconds. ``link`` is "up" or "down"; ``status`` is "idle", "busy",
-    "charging" or "offline"; ``node`` the network node it sits at (None when flying)."""
-
-    vehicle_id: str
-    link: str = "down"
-    status: str = "offline"
-    armed: bool | None = None
-    flight_mode: str | None = None
-    landed_state: str | None = None
-    battery_pct: float | None = None
-    battery_wh: float | None = None
-    lat_deg: float | None = None
-    lon_deg: float | None = None
-    alt_amsl_m: float | None = None
-    alt_rel_m: float | None = None
-    groundspeed_mps: float | None = None
-    mission_current: int | None = None
-    mission_total: int | None = None
-    order_id: str | None = None
-    node: str | None = None
-    ready_at: float | None = None
-    timestamp: float | None = None
-
-    def state_json(self) -> dict:
-        return _finite(asdict(self))
-
-    def telemetry_json(self) -> dict:
-        keys = ("vehicle_id", "lat_deg", "lon_deg", "alt_amsl_m", "alt_rel_m", "groundspeed_mps",
-                "battery_pct", "battery_wh", "mission_current", "mission_total", "timestamp")
-        return _finite({k: getattr(self, k) for k in keys})
-
-
-def _finite(d: dict) -> dict:
-    """NaN/inf -> None (JSON has no NaN; MAVSDK reports NaN for unknown values)."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
-
-
-def dumps(obj: Any) -> bytes:
-    """Compact JSON bytes, NaN-free."""
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str).encode("utf-8")
-
-
-def plan_summary(plan: dict | None) -> dict | None:
-    """The plan part of an order topic: legs (from, to, nodes, distance_m, duration_s,
-    energy_wh), stops, totals. ``plan`` is ``Plan.to_json()``. A leg's ``nodes`` (the node ids
-    it flies through) let dashboards draw the route."""
-    if not plan:
-        return None
-    legs = [{k: leg.get(k) for k in ("from", "to", "nodes", "distance_m", "duration_s", "energy_wh",
-                                      "battery_end_wh", "reserve_wh")} for leg in plan.get("legs", [])]
-    totals = plan.get("totals", {})
-    return {"feasible": plan.get("feasible"), "origin": plan.get("origin"),
-            "destination": plan.get("destination"), "return_to": plan.get("return_to"),
-            "legs": legs, "stops": plan.get("stops", []),
-            "distance_m": totals.get("distance_m"), "duration_s": totals.get("duration_s"),
-            "energy_wh": totals.get("energy_wh")}
-
-
-def order_payload(order: Any, history: Iterable[Any], *, eta: float | None = None,
-                  flight: dict | None = None) -> dict:
-    """The retained ``orders/<id>`` document for a :class:`droneops.fleet.store.Order`."""
-    return {
-        "order_id": order.id, "state": order.state, "reason": order.reason,
-        "vehicle_id": order.vehicle_id, "priority": order.priority,
-        "to": order.request.get("to"), "from": order.request.get("from"),
-        "payload_kg": order.request.get("payload_kg"),
-        "created_at": order.created_at, "updated_at": order.updated_at,
-        "plan": plan_summary(order.plan), "eta": eta, "flight": flight,
-        "history": [h.to_json() for h in history],
-    }
-
-
-def status_payload(state: str, fleet: str, **extra: Any) -> dict:
-    return {"state": state, "service": "droneops", "fleet": fleet, "timestamp": time.time(), **extra}
-
-
-def ha_discovery(topics: Topics, fleet: str, vehicle_id: str,
-                 discovery_prefix: str = "homeassistant") -> dict[str, dict]:
-    """Home Assistant MQTT discovery configs (topic -> retained JSON): a battery sensor and a
-    GPS device_tracker per vehicle, both reading the vehicle's retained state topic."""
-    node = re.sub(r"[^A-Za-z0-9_-]", "_", f"droneops_{fleet}_{vehicle_id}")
-    device = {"identifiers": [node], "name": f"{fleet} {vehicle_id}", "manufacturer": "droneops",
-              "model": "delivery drone"}
-    availability = {"topic": topics.service_status, "value_template": "{{ value_json.state }}",
-                    "payload_available": "online", "payload_not_available": "offline"}
-    state = topics.vehicle_state(vehicle_id)
-    return {
-        f"{discovery_prefix}/sensor/{node}/battery/config": {
-            "name": "Battery", "unique_id": f"{node}_battery", "state_topic": state,
-            "value_template": "{{ value_json.battery_pct }}", "unit_of_measurement": "%",
-            "device_class": "battery", "state_class": "measurement", "device": device,
-            "availability": [availability],
-        },
-        f"{discovery_prefix}/device_tracker/{node}/position/config": {
-            "name": "Position", "unique_id": f"{node}_position", "source_type": "gps",
-            "json_attributes_topic": state,
-            "json_attributes_template": ('{"latitude": {{ value_json.lat_deg | tojson }}, '
-                                         '"longitude": {{ value_json.lon_deg | tojson }}, '
-                                         '"gps_accuracy": 5}'),
-            "device": device, "availability": [availability],
-        },
-    }
-
-
-# --- the connection -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -472,6 +113,162 @@ class MqttSettings:
     def topic_prefix(self) -> str:
         return self.prefix or default_prefix(self.fleet)
 
+    def connection(self) -> ConnectionSettings:
+        """The broker part of these settings."""
+        return ConnectionSettings(host=self.host, port=self.port, username=self.username, password=self.password,
+                                  client_id=self.client_id, tls=self.tls, keepalive_s=self.keepalive_s,
+                                  reconnect_min_s=self.reconnect_min_s, reconnect_max_s=self.reconnect_max_s,
+                                  protocol=self.protocol)
+
+
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """One broker connection. ``tls`` None = plain TCP. ``keepalive_s``: MQTT keepalive, s.
+    ``reconnect_min_s``/``reconnect_max_s``: exponential backoff bounds between attempts, s.
+    ``protocol``: 5 (MQTT v5) or 4 (MQTT 3.1.1). ``max_queued_incoming``: messages aiomqtt
+    buffers for a slow reader; ``max_inflight``: QoS 1 messages paho keeps unacknowledged."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    client_id: str | None = None
+    tls: TlsSettings | None = None
+    keepalive_s: int = 30
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    protocol: int = 5
+    max_queued_incoming: int = 1000
+    max_inflight: int = 1000
+
+
+def make_client(settings: ConnectionSettings, *, will: Any = None,
+                logger: logging.Logger | None = None) -> AckingClient:
+    """A not yet connected client for ``settings`` (``async with`` connects it); ``will`` is an
+    ``aiomqtt.Will`` or None. TLS contexts are built here (``ssl.SSLError``/``OSError`` for bad
+    files)."""
+    import aiomqtt
+
+    s = settings
+    return AckingClient(
+        s.host, s.port, username=s.username, password=s.password, identifier=s.client_id,
+        protocol=aiomqtt.ProtocolVersion.V5 if s.protocol == 5 else aiomqtt.ProtocolVersion.V311, will=will,
+        keepalive=s.keepalive_s, timeout=10.0, tls_context=s.tls.context() if s.tls else None,
+        max_queued_incoming_messages=s.max_queued_incoming, max_inflight_messages=s.max_inflight,
+        # Small telemetry packets must not wait for Nagle's algorithm (up to ~40 ms with
+        # delayed ACKs once QoS 1 traffic shares the connection).
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        logger=logger or logging.getLogger("droneops.mqtt.client"),
+    )
+
+
+#: ``session(client)``: what a connection does while it is up (subscribe, read, write).
+Session = Callable[[AckingClient], Awaitable[None]]
+#: ``on_state(connected, error)``: called when the connection comes up or goes down.
+StateCallback = Callable[[bool, "str | None"], None]
+
+
+class MqttConnection:
+    """Keeps one MQTT connection up and runs ``session(client)`` on it (see the module docstring).
+
+    ``start()`` begins connecting in a task; ``await close()`` stops for good (it cancels the
+    session: a caller that wants a clean goodbye publishes it before). ``will`` is an
+    ``aiomqtt.Will`` (or None), ``name`` names the task and the log lines.
+    """
+
+    def __init__(self, settings: ConnectionSettings, session: Session, *, will: Any = None,
+                 on_state: StateCallback | None = None, name: str = "mqtt",
+                 logger: logging.Logger | None = None) -> None:
+        self.settings = settings
+        self.session = session
+        self.will = will
+        self.on_state = on_state
+        self.name = name
+        self.log = logger or log
+        self.client: AckingClient | None = None
+        self.connected = asyncio.Event()
+        self.connects = 0
+        self.last_error: str | None = None
+        self._closing = False
+        self._task: asyncio.Task | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while the connect/reconnect task is alive (between start and close)."""
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._closing = False
+            self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def wait_connected(self, timeout_s: float | None = None) -> None:
+        await asyncio.wait_for(self.connected.wait(), timeout_s)
+
+    async def close(self) -> None:
+        """Disconnect and stop reconnecting."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.connected.clear()
+
+    def _set_state(self, connected: bool, error: str | None) -> None:
+        if connected:
+            self.connected.set()
+        else:
+            self.connected.clear()
+        self.last_error = error
+        if self.on_state is not None:
+            try:
+                self.on_state(connected, error)
+            except Exception:
+                self.log.exception("%s: connection state callback failed", self.name)
+
+    async def _run(self) -> None:
+        backoff = self.settings.reconnect_min_s
+        while not self._closing:
+            error = await self._connect_once()
+            if error is None:  # it was up: start the backoff again from the bottom
+                backoff = self.settings.reconnect_min_s
+            if self._closing:
+                break
+            self.log.warning("%s: %s; retrying in %.1f s", self.name, self.last_error, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(self.settings.reconnect_max_s, backoff * 2)
+
+    async def _connect_once(self) -> str | None:
+        """One connection: connect, run the session until it ends. Returns None when the
+        connection was up (whatever ended it), else why connecting failed."""
+        import aiomqtt
+
+        was_up, error = False, "session ended"
+        try:
+            async with make_client(self.settings, will=self.will, logger=self.log) as client:
+                self.client, was_up = client, True
+                self.connects += 1
+                self._set_state(True, None)
+                self.log.info("%s: connected to mqtt://%s:%d as %s", self.name, self.settings.host,
+                              self.settings.port, self.settings.username or "(anonymous)")
+                await self.session(client)
+        except* aiomqtt.MqttError as group:
+            error = f"broker connection: {group.exceptions[0]}"
+        except* OSError as group:  # refused, reset, TLS handshake, bad TLS files
+            error = f"broker connection: {group.exceptions[0]}"
+        except* Exception as group:  # a bug in the session must not end the connection for good
+            error = f"internal error: {group.exceptions[0]!r}"
+            self.log.error("%s: session failed", self.name, exc_info=group.exceptions[0])
+        finally:
+            if self.client is not None:
+                self.client.fail_pending(ConnectionError("broker connection lost"))
+            self.client = None
+            self._set_state(False, error)
+        return None if was_up else error
+
 
 @dataclass
 class IncomingCommand:
@@ -520,11 +317,10 @@ class MqttLink:
         self._dirty: OrderedDict[str, None] = OrderedDict()
         self._queue: deque[_Outgoing] = deque(maxlen=settings.queue_limit)
         self._wake = asyncio.Event()
+        #: Set while connected, subscribed and announced online.
         self.connected = asyncio.Event()
-        self._closing = False
-        self._task: asyncio.Task | None = None
-        self._client: Any = None
-        self.connects = 0
+        self.connection = MqttConnection(settings.connection(), self._session, will=self._will(),
+                                         name="mqtt-link", logger=log)
         self.dropped = 0
 
     # --- public API -------------------------------------------------------------------------
@@ -533,12 +329,21 @@ class MqttLink:
         self.start()
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @property
+    def connects(self) -> int:
+        """Successful connects so far (a reconnect counts again)."""
+        return self.connection.connects
+
+    @property
+    def running(self) -> bool:
+        """True while the link keeps (re)connecting: started and not closed."""
+        return self.connection.running
+
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="mqtt-link")
+        self.connection.start()
 
     async def wait_connected(self, timeout_s: float | None = None) -> None:
         await asyncio.wait_for(self.connected.wait(), timeout_s)
@@ -563,16 +368,21 @@ class MqttLink:
     def publish(self, topic: str, obj: Any, *, qos: int = 1, droppable: bool = False,
                 correlation_data: bytes | None = None) -> None:
         """Queue a non-retained message."""
+        import aiomqtt
+
         if droppable and not self.connected.is_set():
             self.dropped += 1
             return
         data = obj if isinstance(obj, bytes) else dumps(obj)
-        client = self._client
+        client = self.connection.client
         if (qos == 0 and correlation_data is None and client is not None and self.connected.is_set()
                 and not self._queue and not self._dirty):
             # Fast path for telemetry: straight into paho's send queue (no writer-task hop).
-            if client._client.publish(topic, data, qos=0, retain=False).rc == 0:
+            try:
+                client.publish_nowait(topic, data, qos=0)
                 return
+            except aiomqtt.MqttCodeError as exc:  # not sent: it takes the queue like any other
+                log.debug("fast publish on %s refused (%s); queued", topic, exc)
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1
         self._queue.append(_Outgoing(topic, data, qos, False, correlation_data))
@@ -587,14 +397,19 @@ class MqttLink:
     def reply(self, cmd: IncomingCommand, body: dict) -> bool:
         """Send ``body`` to the command's v5 response topic (with its correlation data) when
         it is a legal reply topic; return whether a reply was queued."""
-        if not self.topics.response_topic_ok(cmd.response_topic):
+        topic = cmd.response_topic
+        if topic is None or not self.topics.response_topic_ok(topic):
             return False
-        self.publish(cmd.response_topic, body, qos=1, correlation_data=cmd.correlation_data)
+        self.publish(topic, body, qos=1, correlation_data=cmd.correlation_data)
         return True
 
     def status(self, state: str, **extra: Any) -> None:
         self.set_retained(self.topics.service_status,
                           status_payload(state, self.settings.fleet, **{**self._status_extra(), **extra}))
+
+    def is_retained(self, topic: str) -> bool:
+        """True when ``topic`` is one of the retained topics this link keeps."""
+        return topic in self._retained
 
     async def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until everything queued has been handed to the broker (or timeout)."""
@@ -605,85 +420,44 @@ class MqttLink:
 
     async def close(self, reason: str = "shutdown") -> None:
         """Publish ``offline`` (retained), flush, disconnect cleanly, stop reconnecting."""
-        if self._task is None:
+        if not self.connection.running:
             return
         if self.connected.is_set():
             self.status("offline", reason=reason)
             await self.flush(timeout_s=3.0)
-        self._closing = True
-        self._wake.set()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
-        self._task = None
+        await self.connection.close()
         self.connected.clear()
 
     # --- internals --------------------------------------------------------------------------
 
-    def _make_client(self) -> Any:
+    def _will(self) -> Any:
         import aiomqtt
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
-        s = self.settings
-        v5 = s.protocol == 5
         will_props = None
-        if v5:
+        if self.settings.protocol == 5:
             will_props = Properties(PacketTypes.WILLMESSAGE)
             will_props.ContentType = "application/json"
-        will = aiomqtt.Will(self.topics.service_status,
-                            dumps(status_payload("offline", s.fleet, reason="connection lost")),
+        return aiomqtt.Will(self.topics.service_status,
+                            dumps(status_payload("offline", self.settings.fleet, reason="connection lost")),
                             qos=1, retain=True, properties=will_props)
-        return aiomqtt.Client(
-            s.host, s.port, username=s.username, password=s.password, identifier=s.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311, will=will,
-            keepalive=s.keepalive_s, timeout=10.0,
-            tls_context=s.tls.context() if s.tls else None,
-            max_queued_incoming_messages=1000, max_inflight_messages=1000,
-            # Small telemetry packets must not wait for Nagle's algorithm (up to ~40 ms with
-            # delayed ACKs once QoS 1 traffic shares the connection).
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-            logger=logging.getLogger("droneops.mqtt.client"),
-        )
 
-    async def _run(self) -> None:
-        import aiomqtt
+    async def _session(self, client: AckingClient) -> None:
+        try:
+            await client.subscribe(self.topics.cmd_order, qos=1)
+            await client.subscribe(self.topics.cmd_vehicle_filter, qos=1)
+            self.status("online")
+            for topic in self._retained:  # republish everything after a (re)connect
+                self._dirty[topic] = None
+            self.connected.set()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._reader(client))
+                tg.create_task(self._writer(client))
+        finally:
+            self.connected.clear()
 
-        backoff = self.settings.reconnect_min_s
-        while not self._closing:
-            try:
-                async with self._make_client() as client:
-                    self._client = client
-                    await client.subscribe(self.topics.cmd_order, qos=1)
-                    await client.subscribe(self.topics.cmd_vehicle_filter, qos=1)
-                    self.connects += 1
-                    backoff = self.settings.reconnect_min_s
-                    self.status("online")
-                    for topic in self._retained:  # republish everything after a (re)connect
-                        self._dirty[topic] = None
-                    self.connected.set()
-                    log.info("connected to mqtt://%s:%d as %s", self.settings.host,
-                             self.settings.port, self.settings.username or "(anonymous)")
-                    async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._reader(client))
-                        tg.create_task(self._writer(client))
-            except* aiomqtt.MqttError as group:
-                log.warning("mqtt connection lost/refused: %s; retrying in %.1f s",
-                            group.exceptions[0], backoff)
-            except* OSError as group:
-                log.warning("mqtt socket error: %s; retrying in %.1f s", group.exceptions[0], backoff)
-            except* Exception as group:  # a bug must not end the link for good
-                log.error("mqtt link failed: %r; retrying in %.1f s", group.exceptions[0], backoff,
-                          exc_info=group.exceptions[0])
-            finally:
-                self._client = None
-                self.connected.clear()
-            if self._closing:
-                break
-            await asyncio.sleep(backoff)
-            backoff = min(self.settings.reconnect_max_s, backoff * 2)
-
-    async def _reader(self, client: Any) -> None:
+    async def _reader(self, client: AckingClient) -> None:
         async for message in client.messages:
             props = message.properties
             cmd = IncomingCommand(
@@ -700,48 +474,50 @@ class MqttLink:
             except Exception:  # the service never dies on input
                 log.exception("command handler failed on %s", cmd.topic)
 
-    async def _writer(self, client: Any) -> None:
-        import aiomqtt
+    def _properties(self, msg: _Outgoing) -> Any:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
+        if self.settings.protocol != 5 or (msg.correlation_data is None
+                                           and not msg.topic.startswith(self.topics.reply_root)):
+            return None
+        props = Properties(PacketTypes.PUBLISH)
+        props.ContentType = "application/json"
+        if msg.correlation_data is not None:
+            props.CorrelationData = msg.correlation_data
+        return props
+
+    async def _write_retained(self, client: AckingClient) -> None:
+        while self._dirty:
+            topic, _ = self._dirty.popitem(last=False)
+            data = self._retained.get(topic)
+            if data is None:
+                continue
+            try:
+                if topic == self.topics.service_status:
+                    await client.publish(topic, data, qos=1, retain=True)   # confirmed
+                else:
+                    # Not awaited: paho keeps QoS 1 in flight itself; waiting for each PUBACK
+                    # would stall telemetry behind bursts of state. A lost connection marks
+                    # every retained topic dirty again, so nothing is lost for good.
+                    client.publish_nowait(topic, data, qos=1, retain=True)
+            except BaseException:
+                self._dirty[topic] = None  # resend after reconnect
+                raise
+
+    async def _writer(self, client: AckingClient) -> None:
         while True:
-            while self._dirty:
-                topic, _ = self._dirty.popitem(last=False)
-                data = self._retained.get(topic)
-                if data is None:
-                    continue
-                try:
-                    if topic == self.topics.service_status:
-                        await client.publish(topic, data, qos=1, retain=True)   # confirmed
-                    else:
-                        # Not awaited: paho keeps QoS 1 in flight itself; waiting for each PUBACK
-                        # would stall telemetry behind bursts of state. A lost connection marks
-                        # every retained topic dirty again, so nothing is lost for good.
-                        info = client._client.publish(topic, data, qos=1, retain=True)
-                        if info.rc != 0:
-                            raise aiomqtt.MqttCodeError(info.rc, "could not publish")
-                except BaseException:
-                    self._dirty[topic] = None  # resend after reconnect
-                    raise
+            await self._write_retained(client)
             while self._queue and not self._dirty:
                 msg = self._queue[0]
-                props = None
-                if self.settings.protocol == 5 and (msg.correlation_data is not None
-                                                    or msg.topic.startswith(self.topics.reply_root)):
-                    props = Properties(PacketTypes.PUBLISH)
-                    props.ContentType = "application/json"
-                    if msg.correlation_data is not None:
-                        props.CorrelationData = msg.correlation_data
                 if msg.qos == 0:
                     # Telemetry: hand it to paho without waiting for the socket write (aiomqtt's
                     # publish() would cost one event-loop round per message); paho writes its
                     # queue as soon as the socket is writable.
-                    info = client._client.publish(msg.topic, msg.payload, qos=0, retain=False, properties=props)
-                    if info.rc != 0:
-                        raise aiomqtt.MqttCodeError(info.rc, "could not publish")
+                    client.publish_nowait(msg.topic, msg.payload, qos=0, properties=self._properties(msg))
                 else:
-                    await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=False, properties=props)
+                    await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=False,
+                                         properties=self._properties(msg))
                 self._queue.popleft()
             self._wake.clear()
             if not (self._dirty or self._queue):

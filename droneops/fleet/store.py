@@ -562,6 +562,7 @@ class Store:
         with self._tx() as db:
             cur = db.execute("INSERT INTO events(at, kind, order_id, vehicle_id, data) "
                              "VALUES (?, ?, ?, ?, ?)", (now, kind, order_id, vehicle_id, _dumps(body)))
+        assert cur.lastrowid is not None  # an INSERT always sets it
         return Event(int(cur.lastrowid), now, kind, order_id, vehicle_id, body)
 
     def events(self, *, kind: str | None = None, order_id: str | None = None,

@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
-from droneops.errors import UserError
-from droneops.core.mission import (
+from droneops.core.mavlink import (
     DEG_E7,
     MAV_CMD_NAV_FENCE_POLYGON_VERTEX_EXCLUSION,
     MAV_CMD_NAV_FENCE_POLYGON_VERTEX_INCLUSION,
@@ -43,13 +42,13 @@ from droneops.core.mission import (
     MAV_FRAME_GLOBAL_INT,
     MAV_FRAME_GLOBAL_RELATIVE_ALT,
     MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
-    MISSION_TYPE_FENCE,
-    MISSION_TYPE_MISSION,
-    MISSION_TYPE_RALLY,
-    FlightMission,
+    MAV_MISSION_TYPE_FENCE,
+    MAV_MISSION_TYPE_MISSION,
+    MAV_MISSION_TYPE_RALLY,
     MissionItem,
-    summarize,
 )
+from droneops.core.mission import FlightMission, summarize
+from droneops.errors import UserError
 
 PLAN_FILE_VERSION = 1
 MISSION_VERSION = 2
@@ -256,7 +255,7 @@ def _parse_simple(raw: dict, seq: int, where: str) -> MissionItem:
         param1=_float(params[0], where), param2=_float(params[1], where),
         param3=_float(params[2], where), param4=_float(params[3], where),
         x=_e7(params[4], frame, where), y=_e7(params[5], frame, where), z=_float(params[6], where),
-        mission_type=MISSION_TYPE_MISSION)
+        mission_type=MAV_MISSION_TYPE_MISSION)
 
 
 def parse_plan(doc: dict, source: str = "plan") -> PlanFile:
@@ -301,7 +300,7 @@ def parse_plan(doc: dict, source: str = "plan") -> PlanFile:
         for v in vertices:
             fence.append(MissionItem(seq=len(fence), frame=MAV_FRAME_GLOBAL, command=command,
                                      autocontinue=0, param1=float(len(vertices)), x=_e7(v[0], 0, where),
-                                     y=_e7(v[1], 0, where), mission_type=MISSION_TYPE_FENCE))
+                                     y=_e7(v[1], 0, where), mission_type=MAV_MISSION_TYPE_FENCE))
     for c, circle in enumerate(geofence.get("circles") or []):
         where = f"{source}: geoFence circle {c + 1}"
         try:
@@ -312,7 +311,7 @@ def parse_plan(doc: dict, source: str = "plan") -> PlanFile:
                    else MAV_CMD_NAV_FENCE_CIRCLE_EXCLUSION)
         fence.append(MissionItem(seq=len(fence), frame=MAV_FRAME_GLOBAL, command=command,
                                  autocontinue=0, param1=_float(radius, where), x=_e7(center[0], 0, where),
-                                 y=_e7(center[1], 0, where), mission_type=MISSION_TYPE_FENCE))
+                                 y=_e7(center[1], 0, where), mission_type=MAV_MISSION_TYPE_FENCE))
 
     rally: list[MissionItem] = []
     rally_points = doc.get("rallyPoints") or {"points": [], "version": RALLY_VERSION}
@@ -324,7 +323,7 @@ def parse_plan(doc: dict, source: str = "plan") -> PlanFile:
             raise PlanFileError(f"{where}: must be [lat, lon, alt]")
         rally.append(MissionItem(seq=len(rally), frame=MAV_FRAME_GLOBAL, command=MAV_CMD_NAV_RALLY_POINT,
                                  autocontinue=0, x=_e7(point[0], 0, where), y=_e7(point[1], 0, where),
-                                 z=_float(point[2], where) + home_alt, mission_type=MISSION_TYPE_RALLY))
+                                 z=_float(point[2], where) + home_alt, mission_type=MAV_MISSION_TYPE_RALLY))
 
     def first_current(seq_items: list[MissionItem]) -> tuple[MissionItem, ...]:
         return tuple(replace(i, current=1 if i.seq == 0 else 0) for i in seq_items)

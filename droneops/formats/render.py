@@ -10,11 +10,18 @@ route on top, legs numbered in flight order, landings and the drop marked.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from droneops.errors import UserError
 from droneops.core.network import Network
 from droneops.core.planner import Plan
+from droneops.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from matplotlib.artist import Artist
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 MAP_FORMATS = (".png", ".svg")
 MAP_SIZE_IN = (11.0, 9.0)
@@ -110,12 +117,13 @@ def check_map_path(path: str | Path) -> Path:
 
 
 def draw_plan_map(network: Network, plan: Plan | None, path: str | Path, title: str | None = None) -> Path:
-    """Draw the network and (if given) the plan's route; write a PNG or SVG by extension."""
+    """Draw the network and (if given) the plan's route; write a PNG or SVG by extension.
+
+    Axes are longitude/latitude in degrees with equal metres east and north (aspect
+    ``1 / cos(mean latitude)``); ``title`` defaults to the plan summary (or the network name).
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Polygon
 
     out = check_map_path(path)
     nodes = network.nodes
@@ -124,20 +132,46 @@ def draw_plan_map(network: Network, plan: Plan | None, path: str | Path, title: 
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     ax.set_aspect(1.0 / math.cos(math.radians(lat0)))   # equal metres east and north
+    _draw_network(ax, network)
+    handles: list[Artist] = []
+    labelled = {n.id for n in nodes.values() if n.kind != "pad" or len(nodes) < LABEL_ALL_NODES_BELOW}
+    if plan is not None and plan.legs:
+        _draw_legs(ax, network, plan, handles)
+        _draw_stops(ax, network, plan, handles)
+        labelled |= {leg.from_id for leg in plan.legs} | {leg.to_id for leg in plan.legs}
+    if plan is not None:
+        labelled.add(plan.destination)
+        dest = nodes[plan.destination]
+        if not plan.feasible:
+            ax.scatter([dest.lon_deg], [dest.lat_deg], marker="X", s=180, c="#cc0000", zorder=8)
+            handles.append(_marker_handle("X", "#cc0000", 11, f"unreached: {dest.id}"))
+    for nid in sorted(labelled):
+        n = nodes[nid]
+        ax.annotate(nid, (n.lon_deg, n.lat_deg), xytext=(4, 4), textcoords="offset points", fontsize=7,
+                    color="#222222", zorder=9)
+    _finish(fig, ax, network, plan, title, handles)
+    try:
+        fig.savefig(out, format=out.suffix.lower().lstrip("."), dpi=MAP_DPI, bbox_inches="tight")
+    except OSError as exc:
+        raise UserError(f"cannot write map {out}: {exc}") from None
+    return out
 
-    # no-fly zones
+
+def _draw_network(ax: Axes, network: Network) -> None:
+    """No-fly zones, corridors (grey) and nodes grouped by kind / charging (legend entries)."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.patches import Polygon
+
+    nodes = network.nodes
     for z in network.no_fly_zones:
         ax.add_patch(Polygon([(lon, lat) for lon, lat in z.ring], closed=True, facecolor="#ff000022",
                              edgecolor="#cc0000", hatch="//", linewidth=1.0, zorder=1))
-    # corridors
     segs = []
     for c in network.corridors:
         a, b = nodes[c.from_id], nodes[c.to_id]
         pts = [(a.lon_deg, a.lat_deg)] + [(lon, lat) for lon, lat, _ in c.waypoints] + [(b.lon_deg, b.lat_deg)]
         segs.append(pts)
     ax.add_collection(LineCollection(segs, colors="#c8c8c8", linewidths=0.6, zorder=2))
-    # nodes by kind
-    handles = []
     groups: dict[str, list] = {}
     for n in nodes.values():
         style = "depot" if n.kind == "depot" else ("pad" if n.kind == "pad" else n.charging)
@@ -150,62 +184,78 @@ def draw_plan_map(network: Network, plan: Plan | None, path: str | Path, title: 
         ax.scatter([n.lon_deg for n in members], [n.lat_deg for n in members], marker=marker, s=size,
                    c=colour, edgecolors="white" if style != "pad" else "none", linewidths=0.6, zorder=4,
                    label=label)
-    labelled = {n.id for n in nodes.values() if n.kind != "pad" or len(nodes) < LABEL_ALL_NODES_BELOW}
-    # the route
-    if plan is not None and plan.legs:
-        for i, leg in enumerate(plan.legs):
-            colour = _LEG_COLOURS[i % len(_LEG_COLOURS)]
-            pts = []
-            for u, v in zip(leg.nodes, leg.nodes[1:]):
-                if network.has_edge(u, v):
-                    path_pts = [(lon, lat) for lat, lon, _ in network.edge(u, v).path]
-                else:   # defensive: a straight line
-                    path_pts = [(nodes[u].lon_deg, nodes[u].lat_deg), (nodes[v].lon_deg, nodes[v].lat_deg)]
-                pts.extend(path_pts if not pts else path_pts[1:])
-            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-            style = "-" if leg.payload_kg > 0 else "--"
-            ax.plot(xs, ys, style, color=colour, linewidth=2.6, zorder=5, solid_capstyle="round")
-            at, before = _along(pts, 0.5), _along(pts, 0.45)
-            ax.annotate("", xy=at, xytext=before,
-                        arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 2.0}, zorder=6)
-            ax.annotate(str(i + 1), xy=_along(pts, 0.3), fontsize=9, fontweight="bold", color="white",
-                        zorder=7, ha="center", va="center",
-                        bbox={"boxstyle": "circle,pad=0.2", "fc": colour, "ec": "none"})
-            handles.append(Line2D([], [], color=colour, linestyle=style, linewidth=2.6,
-                                  label=f"leg {i + 1}: {leg.from_id} -> {leg.to_id} "
-                                        f"({leg.distance_m / 1000:.1f} km, {leg.energy_wh:.0f} Wh, "
-                                        f"{'%g kg' % leg.payload_kg if leg.payload_kg else 'empty'})"))
-        first = nodes[plan.legs[0].from_id]
-        ax.scatter([first.lon_deg], [first.lat_deg], marker="^", s=170, c="#000000", zorder=8)
-        handles.append(Line2D([], [], marker="^", color="#000000", linestyle="", markersize=10,
-                              label=f"take-off {first.id}"))
-        for action, marker, colour, label in (("deliver", "D", "#ff7f0e", "drop"),
-                                              ("swap", "o", "#1f77b4", "battery swap"),
-                                              ("charge", "o", "#2ca02c", "charging")):
-            stops = [s for s in plan.stops if s.action == action]
-            if stops:
-                ax.scatter([nodes[s.node].lon_deg for s in stops], [nodes[s.node].lat_deg for s in stops],
-                           marker=marker, s=150, facecolors="none", edgecolors=colour, linewidths=2.5, zorder=8)
-                handles.append(Line2D([], [], marker=marker, color=colour, markerfacecolor="none",
-                                      markeredgewidth=2.5, linestyle="", markersize=11, label=label))
-        last = plan.legs[-1].to_id
-        if plan.feasible:
-            end = nodes[last]
-            ax.scatter([end.lon_deg], [end.lat_deg], marker="v", s=170, c="#000000", zorder=8)
-            handles.append(Line2D([], [], marker="v", color="#000000", linestyle="", markersize=10,
-                                  label=f"final landing {last}"))
-        labelled |= {leg.from_id for leg in plan.legs} | {leg.to_id for leg in plan.legs}
-    if plan is not None:
-        labelled.add(plan.destination)
-        dest = nodes[plan.destination]
-        if not plan.feasible:
-            ax.scatter([dest.lon_deg], [dest.lat_deg], marker="X", s=180, c="#cc0000", zorder=8)
-            handles.append(Line2D([], [], marker="X", color="#cc0000", linestyle="", markersize=11,
-                                  label=f"unreached: {dest.id}"))
-    for nid in sorted(labelled):
-        n = nodes[nid]
-        ax.annotate(nid, (n.lon_deg, n.lat_deg), xytext=(4, 4), textcoords="offset points", fontsize=7,
-                    color="#222222", zorder=9)
+
+
+def _leg_points(network: Network, nodes: Sequence[str]) -> list[tuple[float, float]]:
+    """(lon, lat) of a leg's route along its corridors (a straight line where there is none)."""
+    pts: list[tuple[float, float]] = []
+    for u, v in zip(nodes, nodes[1:]):
+        if network.has_edge(u, v):
+            path_pts = [(lon, lat) for lat, lon, _ in network.edge(u, v).path]
+        else:   # defensive: a straight line
+            a, b = network.nodes[u], network.nodes[v]
+            path_pts = [(a.lon_deg, a.lat_deg), (b.lon_deg, b.lat_deg)]
+        pts.extend(path_pts if not pts else path_pts[1:])
+    return pts
+
+
+def _draw_legs(ax: Axes, network: Network, plan: Plan, handles: list[Artist]) -> None:
+    """Each leg in its colour (solid loaded, dashed empty) with a direction arrow and its number."""
+    from matplotlib.lines import Line2D
+
+    for i, leg in enumerate(plan.legs):
+        colour = _LEG_COLOURS[i % len(_LEG_COLOURS)]
+        pts = _leg_points(network, leg.nodes)
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        style = "-" if leg.payload_kg > 0 else "--"
+        ax.plot(xs, ys, style, color=colour, linewidth=2.6, zorder=5, solid_capstyle="round")
+        at, before = _along(pts, 0.5), _along(pts, 0.45)
+        ax.annotate("", xy=at, xytext=before,
+                    arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 2.0}, zorder=6)
+        ax.annotate(str(i + 1), xy=_along(pts, 0.3), fontsize=9, fontweight="bold", color="white",
+                    zorder=7, ha="center", va="center",
+                    bbox={"boxstyle": "circle,pad=0.2", "fc": colour, "ec": "none"})
+        handles.append(Line2D([], [], color=colour, linestyle=style, linewidth=2.6,  # type: ignore[arg-type]
+                              label=f"leg {i + 1}: {leg.from_id} -> {leg.to_id} "
+                                    f"({leg.distance_m / 1000:.1f} km, {leg.energy_wh:.0f} Wh, "
+                                    f"{'%g kg' % leg.payload_kg if leg.payload_kg else 'empty'})"))
+
+
+def _draw_stops(ax: Axes, network: Network, plan: Plan, handles: list[Artist]) -> None:
+    """Take-off, drops, swaps, charges and (if feasible) the final landing."""
+    from matplotlib.lines import Line2D
+
+    nodes = network.nodes
+    first = nodes[plan.legs[0].from_id]
+    ax.scatter([first.lon_deg], [first.lat_deg], marker="^", s=170, c="#000000", zorder=8)
+    handles.append(_marker_handle("^", "#000000", 10, f"take-off {first.id}"))
+    for action, marker, colour, label in (("deliver", "D", "#ff7f0e", "drop"),
+                                          ("swap", "o", "#1f77b4", "battery swap"),
+                                          ("charge", "o", "#2ca02c", "charging")):
+        stops = [s for s in plan.stops if s.action == action]
+        if stops:
+            ax.scatter([nodes[s.node].lon_deg for s in stops], [nodes[s.node].lat_deg for s in stops],
+                       marker=marker, s=150, facecolors="none", edgecolors=colour, linewidths=2.5, zorder=8)
+            handles.append(Line2D([], [], marker=marker, color=colour, markerfacecolor="none",
+                                  markeredgewidth=2.5, linestyle="", markersize=11, label=label))
+    last = plan.legs[-1].to_id
+    if plan.feasible:
+        end = nodes[last]
+        ax.scatter([end.lon_deg], [end.lat_deg], marker="v", s=170, c="#000000", zorder=8)
+        handles.append(_marker_handle("v", "#000000", 10, f"final landing {last}"))
+
+
+def _marker_handle(marker: str, colour: str, size: float, label: str) -> Artist:
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], marker=marker, color=colour, linestyle="", markersize=size, label=label)
+
+
+def _finish(fig: Figure, ax: Axes, network: Network, plan: Plan | None, title: str | None,
+            handles: list[Artist]) -> None:
+    """Legend (node kinds, then ``handles``, then the no-fly hatch), axis labels, grid, title."""
+    from matplotlib.patches import Polygon
+
     if network.no_fly_zones:
         handles.append(Polygon([(0, 0)], facecolor="#ff000022", edgecolor="#cc0000", hatch="//",
                                label="no-fly zone"))
@@ -221,11 +271,6 @@ def draw_plan_map(network: Network, plan: Plan | None, path: str | Path, title: 
         text += "\n" + _wrap(plan.reason, 110)
     ax.set_title(text, fontsize=10, loc="left")
     fig.tight_layout()
-    try:
-        fig.savefig(out, format=out.suffix.lower().lstrip("."), dpi=MAP_DPI, bbox_inches="tight")
-    except OSError as exc:
-        raise UserError(f"cannot write map {out}: {exc}") from None
-    return out
 
 
 def _along(pts: list[tuple[float, float]], fraction: float) -> tuple[float, float]:

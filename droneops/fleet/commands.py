@@ -1,0 +1,175 @@
+"""The fleet service's command handler: ``cmd/order`` and ``cmd/vehicle/<id>`` in, a reply
+out (on the command's MQTT v5 response topic) and an event for every command.
+
+Errors: a command the service cannot accept gets ``{"ok": false, "error": {"code", "message",
+["field"]}}``. Expected refusals keep their codes (validation codes from
+:class:`droneops.fleet.topics.CommandError`, ``conflict``, ``infeasible``, ``not_flying``,
+``refused`` when the vehicle refused the action). An unexpected exception (a bug) is logged
+with its traceback and answered with ``internal_error``; it is never passed off as a refusal.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from droneops.errors import UserError
+from droneops.fleet import store as S
+from droneops.fleet.mqtt import IncomingCommand
+from droneops.fleet.topics import (
+    ID_PATTERN,
+    CommandError,
+    CommandLimits,
+    decode_command,
+    parse_order_command,
+    parse_vehicle_command,
+)
+
+if TYPE_CHECKING:
+    from droneops.fleet.agents import Agent
+    from droneops.fleet.context import FleetContext
+    from droneops.fleet.orders import OrderBook
+    from droneops.fleet.supervision import Supervisor
+
+#: Error code of a reply to a command that failed on a bug in the service.
+INTERNAL_ERROR = "internal_error"
+
+
+def peek_order_id(payload: bytes) -> str | None:
+    """The ``order_id`` of a command that failed validation, when it is itself a valid id (lets
+    MQTT 3.1.1 clients, which get no reply topic, match the rejection event). Never raises."""
+    try:
+        oid = decode_command(payload).get("order_id")
+    except CommandError:
+        return None
+    return oid if isinstance(oid, str) and ID_PATTERN.fullmatch(oid) else None
+
+
+class CommandHandler:
+    """Handles the commands the MQTT link passes in (see the module docstring)."""
+
+    def __init__(self, ctx: FleetContext, orders: OrderBook, supervisor: Supervisor, limits: CommandLimits) -> None:
+        self.ctx = ctx
+        self.orders = orders
+        self.sup = supervisor
+        self.limits = limits
+
+    async def on_command(self, cmd: IncomingCommand) -> None:
+        """The link's command callback."""
+        kind = self.ctx.link.topics.command_kind(cmd.topic)
+        if kind is None:
+            return
+        if cmd.retain:
+            self.ctx.log.warning("ignoring a retained command on %s (commands must not be retained)", cmd.topic)
+            return
+        if kind[0] == "order":
+            await self.order_command(cmd)
+        else:
+            self.ctx.spawn(self.vehicle_command(cmd, kind[1] or ""), "vehicle-command")
+
+    def reject(self, cmd: IncomingCommand, command: str, err: CommandError, **extra: Any) -> None:
+        """Reply ``ok: false`` with ``err`` and publish a ``command_rejected`` event."""
+        body = {"ok": False, "command": command, "error": err.to_json(), **extra}
+        self.ctx.link.reply(cmd, body)
+        self.ctx.event("command_rejected", command=command, topic=cmd.topic, code=err.code, message=err.message,
+                       **extra)
+
+    # --- cmd/order ------------------------------------------------------------------------------
+
+    async def order_command(self, cmd: IncomingCommand) -> None:
+        """Validate, store (idempotent on ``order_id``), plan, reply."""
+        ctx = self.ctx
+        try:
+            oc = parse_order_command(cmd.payload, self.limits)
+        except CommandError as err:
+            oid = peek_order_id(cmd.payload)
+            self.reject(cmd, "order", err, **({"order_id": oid} if oid else {}))
+            return
+        order_id = oc.order_id or f"o-{uuid.uuid4().hex[:12]}"
+        try:
+            order, created = ctx.store.create_order(order_id, oc.request_json(), oc.priority)
+        except S.OrderConflict as exc:
+            self.reject(cmd, "order", CommandError("conflict", str(exc), "order_id"), order_id=order_id)
+            return
+        except Exception as exc:
+            ctx.log.exception("store failed for order %s", order_id)
+            self.reject(cmd, "order", CommandError(INTERNAL_ERROR, f"order not stored: {exc}"), order_id=order_id)
+            return
+        if created:
+            self.orders.publish(order_id)
+            order = self.orders.plan_new(order)
+            ctx.wake.set()
+        body = {"ok": order.state != S.REJECTED, "command": "order", "order_id": order.id, "state": order.state,
+                "eta": ctx.eta.get(order.id), "duplicate": not created, "vehicle_id": order.vehicle_id}
+        if order.state == S.REJECTED:
+            body["error"] = {"code": "infeasible", "message": order.reason or "rejected"}
+            body["reason"] = order.reason
+        if created and order.state != S.REJECTED:
+            plan = order.plan or {}
+            ctx.event("accepted", order_id=order.id, to=order.request.get("to"),
+                      payload_kg=order.request.get("payload_kg"), priority=order.priority,
+                      eta=body["eta"], planned_energy_wh=(plan.get("totals") or {}).get("energy_wh"))
+        elif not created:
+            ctx.event("duplicate", order_id=order.id, state=order.state)
+        ctx.link.reply(cmd, body)
+
+    # --- cmd/vehicle/<id> -----------------------------------------------------------------------
+
+    async def vehicle_command(self, cmd: IncomingCommand, vehicle_id: str) -> None:
+        """Validate, act on the vehicle, reply. A refusal by the vehicle (FlightError) or the
+        planner (UserError) is ``refused``; a bug is logged and answered ``internal_error``."""
+        from droneops.vehicles.flight import FlightError
+
+        try:
+            vc = parse_vehicle_command(vehicle_id, cmd.payload, self.limits)
+        except CommandError as err:
+            self.reject(cmd, "vehicle", err, vehicle_id=vehicle_id[:64])
+            return
+        agent = self.ctx.agents[vc.vehicle_id]
+        body = {"ok": True, "command": "vehicle", "vehicle_id": agent.id, "action": vc.action,
+                "order_id": agent.order_id}
+        try:
+            await self._act(agent, vc.action)
+        except CommandError as err:
+            self.reject(cmd, "vehicle", err, vehicle_id=agent.id, action=vc.action)
+            return
+        except (FlightError, UserError) as exc:
+            self.reject(cmd, "vehicle", CommandError("refused", f"{vc.action} failed: {exc}"),
+                        vehicle_id=agent.id, action=vc.action)
+            return
+        except Exception as exc:
+            self.ctx.log.exception("vehicle %s: %s failed on an internal error", agent.id, vc.action)
+            self.reject(cmd, "vehicle", CommandError(INTERNAL_ERROR, f"{vc.action} failed: internal error: {exc!r}"),
+                        vehicle_id=agent.id, action=vc.action)
+            return
+        self.ctx.link.reply(cmd, body)
+        self.ctx.event("vehicle_command", vehicle_id=agent.id, action=vc.action, order_id=agent.order_id)
+
+    async def _act(self, agent: Agent, action: str) -> None:
+        """Carry out one operator action; CommandError when it does not apply now."""
+        s = agent.state()
+        flying = agent.flight is not None and s is not None and (bool(s.in_air) or bool(s.armed))
+        if not flying:
+            order = self.ctx.store.get_order(agent.order_id) if agent.order_id else None
+            if action == "abort" and order is not None and order.state == S.ASSIGNED and agent.task:
+                agent.task.cancel()
+                self.orders.transition(order.id, S.ABORTED, reason="aborted by operator before take-off")
+                self.ctx.event("aborted", order_id=order.id, vehicle_id=agent.id, reason="operator")
+                return
+            raise CommandError("not_flying", f"vehicle {agent.id} is not flying")
+        if action == "pause":
+            await agent.controller.pause()
+        elif action == "resume":
+            await agent.controller.resume()
+        elif action == "abort":
+            agent.diverting = "operator_abort"
+            await agent.controller.abort("rtl")
+            self.orders.abort(agent, "aborted by operator")
+        elif action == "return":
+            await self.sup.divert(agent, "operator")
+            self.orders.abort(agent, "returned to a station by operator")
+        elif action == "land":
+            agent.diverting = "operator_land"
+            agent.landing_in_place = True
+            await agent.controller.land()   # confirmed from telemetry (flight mode LAND / on the ground)
+            self.orders.abort(agent, "landed in place by operator")
