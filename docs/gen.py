@@ -265,6 +265,41 @@ def render_demo() -> str:
     return block("droneops demo", out) + f"\n\n{_stamp()} The run took {took:.0f} s."
 
 
+# ---------------------------------------------------------------- the module map
+
+PACKAGES = ["core", "formats", "vehicles", "sim", "fleet", "dashboard", "cli"]
+
+
+def _first_sentence(doc: str) -> str:
+    """The first sentence of a docstring's first paragraph, on one line, reST roles turned into Markdown code."""
+    para = " ".join(doc.strip().split("\n\n")[0].split())
+    m = re.search(r"(?<=[a-z0-9)`])\.\s", para)
+    para = para[: m.start() + 1] if m else para
+    para = re.sub(r":[a-z]+:`~[\w.]*?(\w+)`", r"`\1`", para)  # reST roles -> Markdown code
+    para = re.sub(r":[a-z]+:`([^`]+)`", r"`\1`", para)
+    return para.replace("``", "`")
+
+
+def render_modules() -> str:
+    """A table per package: every module of droneops and the first sentence of its docstring."""
+    import ast
+
+    root = REPO / "droneops"
+    out: list[str] = []
+    top = sorted(p for p in root.glob("*.py") if p.name != "__main__.py")
+    groups = [("droneops/", top)] + [
+        (f"droneops/{pkg}/", sorted(p for p in (root / pkg).rglob("*.py") if "__pycache__" not in p.parts))
+        for pkg in PACKAGES]
+    for title, files in groups:
+        out += [f"**`{title}`**", "", "| module | what it is |", "|---|---|"]
+        for path in files:
+            doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+            rel = path.relative_to(REPO).as_posix()
+            out.append(f"| `{rel}` | {_first_sentence(doc).replace('|', '&#124;')} |")
+        out.append("")
+    return "\n".join(out).rstrip("\n")
+
+
 # ---------------------------------------------------------------- the architecture picture
 
 def render_architecture_svg() -> str:
@@ -282,6 +317,7 @@ FIGURES: list[Figure] = [
     Figure("energy-m100-json", "docs/energy.md", render_energy_m100, about="one CMU R1 triangle, --json"),
     Figure("calibration-score", "docs/energy.md", render_calibration, about="m100 scored on 110 flights"),
     Figure("qgc-import", "docs/missions.md", render_qgc_import, about="a QGC plan read back"),
+    Figure("modules", "docs/architecture.md", render_modules, about="the module map, from the docstrings"),
     Figure("architecture-svg", "docs/img/architecture.svg", render_architecture_svg, about="the layer picture"),
     Figure("fly-p14", "docs/missions.md", render_fly, slow=True, about="a delivery flown on the simulated vehicle"),
     Figure("fly-p14-json", "docs/missions.md", render_fly_json, slow=True, about="the fly --json report"),

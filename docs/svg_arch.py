@@ -41,22 +41,23 @@ class Box:
 
 
 LAYERS = [
-    Box(20, 50, 330, 60, "cli/", ("one module per subcommand; __init__ builds the parser",), "edge"),
-    Box(370, 50, 330, 60, "dashboard/", ("station web page (aiohttp, SSE, SVG map)", "MQTT through fleet.mqtt"), "edge"),
-    Box(20, 125, 680, 60, "fleet/  the service: wires the parts",
-        ("service · orders · supervision · recovery · commands · store · mqtt · topics · config",), "service"),
-    Box(20, 200, 220, 70, "formats/", ("geojson · vehicle_toml · qgc", "render · generate · cmu_m100"), "io"),
-    Box(250, 200, 220, 70, "vehicles/  MAVLink edge", ("FlightController (MAVSDK)", "delivery: plan → flights"), "io"),
-    Box(480, 200, 220, 70, "sim/  simulated vehicle", ("model · intercept", "server · fleet"), "io"),
-    Box(20, 285, 680, 60, "core/  pure: no I/O, no asyncio",
-        ("geo · network · energy · vehicle · planner · mission · mavlink · dispatch · energy_watch",), "core"),
+    Box(20, 50, 330, 60, "cli/", ("one module per subcommand;", "__init__ only builds the parser"), "edge"),
+    Box(370, 50, 330, 60, "dashboard/", ("app · feed · state · push · mapview", "MQTT through fleet.mqtt"), "edge"),
+    Box(20, 120, 680, 70, "fleet/  the service: wires the parts",
+        ("service · agents · orders · dispatcher · supervision · recovery · commands", "store · mqtt · paho_adapter · topics · config · context"), "service"),
+    Box(20, 200, 220, 75, "formats/", ("geojson · vehicle_toml · qgc", "render · generate · cmu_m100"), "io"),
+    Box(250, 200, 220, 75, "vehicles/  MAVLink edge", ("controller (FlightController)", "telemetry · preflight · payload", "delivery: plan → flights"), "io"),
+    Box(480, 200, 220, 75, "sim/  simulated vehicle", ("model · kinematics · mission_exec", "server · publish · intercept", "restore · fleet"), "io"),
+    Box(20, 290, 680, 60, "core/  pure: no I/O, no asyncio",
+        ("geo · network · energy · vehicle · planner/ · mission/ · mavlink · dispatch · energy_watch · calibration",),
+        "core"),
 ]
 
 OUTSIDE = [
-    Box(750, 50, 190, 135, "MQTT broker", ("Mosquitto / any MQTT v5", "stations, operators,", "Home Assistant"),
+    Box(750, 50, 190, 140, "MQTT broker", ("Mosquitto / any MQTT v5", "stations, operators,", "Home Assistant"),
         "outside"),
-    Box(750, 200, 190, 70, "autopilots", ("PX4 (real or SITL)", "or droneops sim"), "outside"),
-    Box(750, 285, 190, 60, "files", (".geojson .toml .plan: formats/", "fleet.db: fleet.store"), "outside"),
+    Box(750, 200, 190, 75, "autopilots", ("PX4 (real or SITL)", "or droneops sim"), "outside"),
+    Box(750, 290, 190, 60, "files", (".geojson .toml .plan: formats/", "fleet.db: fleet.store"), "outside"),
 ]
 
 PATH_Y = 450
@@ -65,7 +66,7 @@ PATH = [
     Box(30, PATH_Y + 5, 140, 40, "vehicle profile", ("core.vehicle",), "path"),
     Box(220, PATH_Y - 30, 140, 60, "planner", ("core.planner", "→ Plan"), "path"),
     Box(410, PATH_Y - 30, 140, 60, "mission", ("core.mission", "→ FlightMission"), "path"),
-    Box(600, PATH_Y - 30, 140, 60, "flight", ("vehicles.flight", "→ events, report"), "path"),
+    Box(600, PATH_Y - 30, 140, 60, "flight", ("vehicles.controller", "→ events, report"), "path"),
     Box(790, PATH_Y - 30, 140, 60, "telemetry", ("fleet.mqtt / topics", "→ MQTT, dashboard"), "path"),
 ]
 
@@ -127,7 +128,7 @@ def architecture_svg() -> str:
     parts += _arrow(mission.x + mission.w, mission.cy, flight.x, flight.cy, "MAVLink items")
     parts += _arrow(flight.x + flight.w, flight.cy, telem.x, telem.cy, "FlightEvent")
     parts.append(f'<text x="20" y="{HEIGHT - 18}" class="s" style="text-anchor:start">'
-                 "pure (core/) up to the mission; from the flight on, I/O edges (vehicles/, fleet/). "
-                 "cli fly, the service and the demo all use this one path.</text>")
+                 "pure (core/) up to the mission; from the flight on, I/O edges. droneops fly (vehicles.delivery) "
+                 "and the fleet service (fleet.supervision) run the same steps.</text>")
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

@@ -2,9 +2,9 @@
 made with ``mosquitto_passwd -b``, the ACL from ``missions/mosquitto/acl`` rewritten for the
 test's fleet name. Restartable on the same port (broker-restart tests), optional TLS listener.
 
-Use the fixtures by importing them into a test module::
-
-    from mqtt_broker import mosquitto  # noqa: F401  (pytest fixture)
+The ``mosquitto`` fixture is shared through tests/conftest.py (a fixture imported into a test
+module would shadow the parameter of the same name); the TLS broker is built by
+tests/test_mqtt_acl.py from :class:`MosquittoBroker` (``tls=True``).
 
 Skips (with the reason) when Mosquitto is not installed; ``./run-tests`` installs it.
 """
@@ -196,17 +196,6 @@ class MosquittoBroker:
 def mosquitto(tmp_path):
     """A running Mosquitto with the droneops ACL for fleet ``test`` (see :data:`USERS`)."""
     broker = MosquittoBroker(tmp_path / "mosquitto", fleet="test")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-@pytest.fixture
-def mosquitto_tls(tmp_path):
-    """Like :func:`mosquitto` plus a TLS listener (``tls_port``) with a fresh test CA."""
-    broker = MosquittoBroker(tmp_path / "mosquitto", fleet="test", tls=True)
     broker.start()
     try:
         yield broker

@@ -323,14 +323,16 @@ async def test_retained_state_reaches_the_stream_and_live_updates_follow(mosquit
                 vid = order["vehicle_id"]
                 home = huadu.nodes[fleet.homes[vid]]
                 assert order["route"][0] == home.id and "P05" in order["route"]
+                # the first straight segment of the route, from the home node (map frame: the network's ENU)
                 first = huadu.edge(order["route"][0], order["route"][1]).path[1]   # (lat, lon, alt)
-                leg_m = math.dist(huadu.node_plane_m[home.id], huadu.node_plane_m[order["route"][1]])
+                home_en = huadu.node_plane_m[home.id]
+                segment_m = math.dist(home_en, huadu.frame.to_plane(first[0], first[1])[0])
                 course = _bearing_deg(home.lat_deg, home.lon_deg, first[0], first[1])
 
                 def on_first_leg(v):
                     d = v["vehicles"][vid]
-                    moved = math.hypot(d["e_m"] - view["vehicles"][vid]["e_m"], d["n_m"] - view["vehicles"][vid]["n_m"])
-                    return 200 < moved < min(leg_m, 1500) - 100 and d.get("heading_deg") is not None and d
+                    moved = math.hypot(d["e_m"] - home_en[0], d["n_m"] - home_en[1])
+                    return 200 < moved < segment_m - 200 and d.get("heading_deg") is not None and dict(d)
 
                 drone = await sse.wait_for(on_first_leg, timeout_s=60)
                 assert _angle_diff_deg(drone["heading_deg"], course) < 5, (drone["heading_deg"], course)

@@ -362,3 +362,109 @@ def test_yunnan_missions_clear_the_terrain_everywhere(method):
                 assert descend.z == pytest.approx(pad_node.ground_alt_m + prof.delivery_agl_m)
         flown += 1
     assert flown >= len(pads) // 2
+
+
+# --- diverts (chosen and costed by the planner) --------------------------------------------------
+
+
+def _idle_half_wh(prof) -> float:
+    return prof.ground_idle_power_w * prof.ground_idle_s / 3600.0 / 2.0
+
+
+def test_divert_energy_is_the_planner_flight_model(net, prof):
+    """Over D at the D-S corridor's cruise altitude, the divert to S flies the whole corridor and
+    lands: start/stop from the hover, the corridor's segments, the descent to S's transit height
+    with one stop over S (the planner books a stop where the height changes over a node), the
+    landing from cruise_agl_m and half the ground idle. Figures from droneops.core.energy."""
+    from droneops.core import energy
+
+    d, s = net.nodes["D"], net.nodes["S"]
+    edge = net.edge("D", "S")
+    cruise_m = m.edge_cruise_alt_m(prof, edge)
+    transit_s_m = s.ground_alt_m + prof.cruise_agl_m
+    assert cruise_m - transit_s_m > 1.0                        # the case under test: a descent over S
+    start_wh = float(energy.speed_change_energy(prof, 0.0, prof.cruise_speed_mps)[0])
+    cruise_wh = float(np.sum(energy.segment_energy(prof, 0.0, edge.seg_length_m, edge.seg_track_deg)[0]))
+    descent_wh = float(energy.vertical_energy(prof, 0.0, cruise_m - transit_s_m, False)[0])
+    stop_wh = float(energy.speed_change_energy(prof, 0.0, prof.cruise_speed_mps, 0.0)[0])   # calm: any course
+    land_wh = float(energy.vertical_energy(prof, 0.0, prof.cruise_agl_m, False, landing=True)[0])
+    expected = start_wh + cruise_wh + descent_wh + stop_wh + land_wh + _idle_half_wh(prof)
+    options = {o.station: o for o in m.divert_options(net, prof, d.lat_deg, d.lon_deg, cruise_m)}
+    to_s = options["S"]
+    assert to_s.via == "S" and to_s.nodes == ("S",) and to_s.distance_m == pytest.approx(edge.distance_m)
+    assert to_s.energy_wh == pytest.approx(expected, rel=1e-9)
+    # D is right below: descend from the corridor's cruise altitude to D's transit height, then land.
+    descent_d_wh = float(energy.vertical_energy(prof, 0.0, cruise_m - d.ground_alt_m - prof.cruise_agl_m, False)[0])
+    expected_d = start_wh + descent_d_wh + stop_wh + land_wh + _idle_half_wh(prof)
+    assert options["D"].distance_m == pytest.approx(0.0, abs=1e-6)
+    assert options["D"].energy_wh == pytest.approx(expected_d, rel=1e-9)
+    assert [o.station for o in m.divert_options(net, prof, d.lat_deg, d.lon_deg, cruise_m)] == ["D", "S"]
+
+
+def test_divert_goes_to_the_nearest_station_it_reaches(net, prof):
+    """The nearest recharge node that keeps the landing floor; else the next; else the nearest."""
+    from droneops.core.planner import planner_for
+
+    edge = net.edge("D", "S")
+    path = np.asarray(edge.path, dtype=float)
+    lat, lon = 0.2 * path[0, :2] + 0.8 * path[1, :2]          # 40 % of the way from D to S
+    alt_m = m.edge_cruise_alt_m(prof, edge)
+    options = m.divert_options(net, prof, lat, lon, alt_m)
+    nearest, farther = options[0], options[1]
+    assert (nearest.station, farther.station) == ("D", "S")
+    assert nearest.distance_m < farther.distance_m
+    # D lies 200 m lower than S: the longer descent costs more than the extra corridor to S.
+    assert farther.energy_wh < nearest.energy_wh - 1.0
+    floor_wh = prof.landing_floor_wh
+    assert planner_for(net, prof).floor_wh == floor_wh
+    enough = floor_wh + nearest.energy_wh + 0.5
+    assert m.divert_mission(net, prof, lat, lon, alt_m, battery_wh=enough).to_id == nearest.station
+    between = floor_wh + (farther.energy_wh + nearest.energy_wh) / 2   # only the farther one fits
+    assert m.divert_mission(net, prof, lat, lon, alt_m, battery_wh=between).to_id == farther.station
+    # Nothing fits, or the battery is unknown: the nearest (flying on beats hovering).
+    assert m.divert_mission(net, prof, lat, lon, alt_m, battery_wh=floor_wh).to_id == nearest.station
+    assert m.divert_mission(net, prof, lat, lon, alt_m).to_id == nearest.station
+    # The older budget form: available_wh = what may be spent + the reserve.
+    available = enough - floor_wh + prof.reserve_wh
+    via_available = m.divert_mission(net, prof, lat, lon, alt_m, available_wh=available)
+    assert via_available.to_id == nearest.station
+    assert via_available.planned_energy_wh == pytest.approx(nearest.energy_wh)
+
+
+def test_divert_mission_items(net, prof):
+    """DO_CHANGE_SPEED, a waypoint over the position at the corridor's cruise altitude, the
+    corridor vertices to the station, NAV_LAND at the station's ground; no take-off item."""
+    edge = net.edge("D", "S")
+    lat, lon, _ = edge.path[1]
+    alt_m = m.edge_cruise_alt_m(prof, edge) + 25.0            # above the corridor: descends over here
+    mission = m.divert_mission(net, prof, lat, lon, alt_m, battery_wh=prof.battery_capacity_wh)
+    cmds = commands(mission)
+    assert cmds[0] == m.MAV_CMD_DO_CHANGE_SPEED and cmds[-1] == m.MAV_CMD_NAV_LAND
+    assert m.MAV_CMD_NAV_TAKEOFF not in cmds
+    first = mission.items[1]
+    assert (first.x, first.y) == (round(lat * 1e7), round(lon * 1e7))
+    assert first.z == pytest.approx(m.edge_cruise_alt_m(prof, edge))
+    land = mission.items[-1]
+    assert mission.to_id == land_station_id(net, land) and land.z == pytest.approx(
+        net.nodes[mission.to_id].ground_alt_m)
+    assert [i.seq for i in mission.items] == list(range(len(mission.items)))
+
+
+def land_station_id(net, item) -> str:
+    """The node whose position the item is at (within 1e-7 deg)."""
+    return next(n.id for n in net.nodes.values()
+                if abs(n.lat_deg - item.lat_deg) < 1e-7 and abs(n.lon_deg - item.lon_deg) < 1e-7)
+
+
+def test_divert_near_a_low_depot_reaches_it(net, prof):
+    """Changed in issue 9: the old divert estimate (a hop from the ground) charged a climb to the
+    current height, so from 30 % near D it thought D (the nearer one, far below) out of reach
+    and sent the vehicle on to S. The planner's costs only charge the descent actually flown."""
+    edge = net.edge("D", "S")
+    path = np.asarray(edge.path, dtype=float)
+    lat, lon = (path[0, :2] + path[1, :2]) / 2
+    alt_m = m.edge_cruise_alt_m(prof, edge)
+    battery_wh = 0.30 * prof.battery_capacity_wh
+    to_d = next(o for o in m.divert_options(net, prof, lat, lon, alt_m) if o.station == "D")
+    assert battery_wh - to_d.energy_wh >= prof.landing_floor_wh
+    assert m.divert_mission(net, prof, lat, lon, alt_m, battery_wh=battery_wh).to_id == "D"

@@ -12,13 +12,25 @@ import uuid
 
 import paho.mqtt.client as paho
 import pytest
-from mqtt_broker import mosquitto, mosquitto_tls  # noqa: F401  (fixtures)
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from mqtt_broker import MosquittoBroker
 
 NOT_AUTHORIZED = 0x87
 OK = 0
 NO_SUBSCRIBERS = 0x10  # v5 PUBACK: accepted, nobody subscribed
+
+
+@pytest.fixture
+def mosquitto_tls(tmp_path):
+    """Like the ``mosquitto`` fixture plus a TLS listener (``tls_port``) with a fresh test CA."""
+    broker = MosquittoBroker(tmp_path / "mosquitto", fleet="test", tls=True)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 class Client:

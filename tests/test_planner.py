@@ -23,6 +23,7 @@ from droneops.core.network import load_network, parse_network
 from droneops.core.planner import Plan, Planner, plan_delivery
 from droneops.core.vehicle import missions_dir, parse_vehicle
 from droneops.errors import UserError
+from droneops.formats.geojson import network_to_geojson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -495,7 +496,7 @@ def _yunnan_path() -> Path:
 @pytest.mark.skipif(not _yunnan_path().exists(), reason="missions/yunnan.geojson not shipped yet")
 def test_yunnan_mountains_cost_more_than_flat_ground():
     net = load_network(_yunnan_path())
-    data = net.to_geojson()
+    data = network_to_geojson(net)
     for f in data["features"]:
         g = f["geometry"]
         if g["type"] == "Point":

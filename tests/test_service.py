@@ -16,23 +16,32 @@ import json
 import math
 
 import pytest
-from command_strategies import malformed_order, malformed_vehicle
-from hypothesis import HealthCheck, given, settings
-from mqtt_broker import Subscriber, jpayload, mosquitto  # noqa: F401  (fixture)
-from service_fixtures import (ArmCounter, ServiceProcess, network_geojson, order_state, reply_for, send,
-                              service_toml, wait_until, write_network)
-
-from droneops.fleet import store as S
-from droneops.fleet.config import ServiceConfig, VehicleConfig, load_config, parse_config
-from droneops.errors import UserError
-from droneops.core.network import parse_network
 from droneops.core.dispatch import recharge_time_s, time_to_drop_s
 from droneops.core.energy_watch import EnergyWatch, RouteProgress
+from droneops.core.network import parse_network
+from droneops.core.vehicle import load_vehicle
+from droneops.errors import UserError
+from droneops.fleet import store as S
 from droneops.fleet.agents import nearest_node
+from droneops.fleet.config import ServiceConfig, VehicleConfig, load_config, parse_config
 from droneops.fleet.mqtt import MqttSettings
 from droneops.fleet.orders import plan_from_json
 from droneops.fleet.service import FleetService
-from droneops.core.vehicle import load_vehicle
+from hypothesis import HealthCheck, given, settings
+
+from command_strategies import malformed_order, malformed_vehicle
+from mqtt_broker import Subscriber, jpayload
+from service_fixtures import (
+    ArmCounter,
+    ServiceProcess,
+    network_geojson,
+    order_state,
+    reply_for,
+    send,
+    service_toml,
+    wait_until,
+    write_network,
+)
 
 SPEED = 60.0  # simulation speed factor of these tests
 FAST = 100.0  # ... of the long energy-watch flight

@@ -32,14 +32,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 _MQTT_ERR_SUCCESS = 0
 
 
-class PublishRefused(Exception):
-    """The broker refused a QoS 1 publish in its PUBACK; ``reason`` is the reason name."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"the broker refused the publish: {reason}")
-        self.reason = reason
-
-
 class AckingClient(aiomqtt.Client):
     """``aiomqtt.Client`` plus :meth:`publish_nowait` and :meth:`publish_acked` (see the module
     docstring). Construct it exactly like ``aiomqtt.Client``."""

@@ -52,6 +52,7 @@ _TRANSFER_STARTS = (b"MISSION_COUNT", b"MISSION_REQUEST_LIST", b"MISSION_CLEAR_A
 # Fast paths of the message interception over MAVSDK's JSON (libmav writes keys sorted)
 _ITEM_KEYS = re.compile(rb'"command":(\d+),.*"frame":(\d+),.*"mission_type":(\d+),.*"seq":(\d+)')
 _JSON_HEADER_KEYS = re.compile(rb'"message_id":\d+,"message_name":"[A-Z_0-9]+",')
+_PX4_AUTOPILOT_BYTES = f'"autopilot":{mav.MAV_AUTOPILOT_PX4},'.encode()
 _PX4_FRAME_BYTES = tuple((f'"frame":{a},'.encode(), f'"frame":{b},'.encode())
                          for a, b in mav.PX4_DOWNLOAD_FRAME.items())
 
@@ -169,7 +170,7 @@ class InterceptMixin(SimLink):
                         return 0
                 return 1
             if name == b"HEARTBEAT":
-                if b'"autopilot":12,' in msg.fields_json:
+                if _PX4_AUTOPILOT_BYTES in msg.fields_json:
                     return 1        # already ours
                 f = json.loads(msg.fields_json)
                 f["autopilot"] = mav.MAV_AUTOPILOT_PX4

@@ -113,6 +113,11 @@ from droneops.core.mission.types import (
 )
 from droneops.core.planner import ALT_EPS_M, DivertOption
 
+# TEMP aliases (issue 9 integration): bench/bench_mission.py uses the old private helper names.
+_nav = nav_item
+_cmd = command_item
+_numbered = numbered
+
 __all__ = [
     "ALT_EPS_M", "DEFAULT_LIMITS", "DivertOption", "FlightMission", "MissionCheckError", "MissionError",
     "MissionItem", "MissionLimits", "RoutePoint", "altitudes_on_route", "build_checked_missions",

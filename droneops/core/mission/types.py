@@ -87,7 +87,7 @@ class FlightMission:
 
 @dataclass(frozen=True)
 class MissionLimits:
-    """Pre-upload limits (defaults follow PX4 v1.16's own, see the facts in the README).
+    """Pre-upload limits (defaults follow PX4 v1.16's own, see the PX4 facts in docs/missions.md).
 
     ``max_items``: PX4's mission storage limit; ``max_fence_items``/``max_rally_items``: PX4's
     dataman slots for geofence vertices and safe points (one of each is kept for bookkeeping);

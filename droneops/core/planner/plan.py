@@ -83,7 +83,7 @@ class Plan:
         return sum(leg.energy_wh for leg in self.legs)
 
     def to_json(self) -> dict:
-        """The ``droneops plan --json`` object (see the README for the contract)."""
+        """The ``droneops plan --json`` object (see docs/planner.md for the contract)."""
         return {
             "feasible": self.feasible,
             "reason": self.reason,

@@ -79,7 +79,7 @@ class Planner(CostModel):
     """
 
     # TEMP aliases (issue 9 integration): bench/bench_planner.py reads these private names;
-    # the public ones are CostModel.phase_costs / swap_s / charge_w / recharge.
+    # the public ones are CostModel.phase_costs / swap_s / charge_w / recharge and validate.
     def _phase_costs(self, payload_kg: float, wind: Wind) -> PhaseCosts:
         return self.phase_costs(payload_kg, wind)
 
@@ -95,6 +95,9 @@ class Planner(CostModel):
     def _recharge(self) -> tuple[int, ...]:
         return self.recharge
 
+    def _validate(self, *args, **kwargs) -> Query:
+        return self.validate(*args, **kwargs)
+
     # -- validation --------------------------------------------------------------------------
 
     def _node(self, node_id: str, role: str) -> int:
@@ -107,8 +110,10 @@ class Planner(CostModel):
             raise UserError(f"unknown {role} node {node_id!r}{where}{hint}")
         return idx
 
-    def _validate(self, origin: str, destination: str, payload_kg: float, battery_pct: float,
-                  wind: Wind | None, return_to: str, objective: str) -> Query:
+    def validate(self, origin: str, destination: str, payload_kg: float, battery_pct: float,
+                 wind: Wind | None, return_to: str, objective: str) -> Query:
+        """The checked request as a :class:`Query` with its cost tables (arguments as :meth:`plan`);
+        raises :class:`UserError` for bad input."""
         p, topo = self.profile, self.topology
         o = self._node(origin, "origin")
         d = self._node(destination, "destination")
@@ -258,7 +263,7 @@ class Planner(CostModel):
         Raises :class:`UserError` for bad input; an impossible delivery returns a Plan with
         ``feasible=False``, a ``reason``, the best partial plan and ``shortfall_wh``.
         """
-        q = self._validate(origin, destination, payload_kg, battery_pct, wind, return_to, objective)
+        q = self.validate(origin, destination, payload_kg, battery_pct, wind, return_to, objective)
         self._prepare_bounds(q)
         labels, goal = self._direct(q)
         grounds: list = []
