@@ -161,17 +161,18 @@ async def role_service(args) -> None:
 async def role_bare(args) -> None:
     import aiomqtt
     from droneops.fleet.mqtt import VehicleSnapshot, dumps
+    from droneops.fleet.paho_adapter import AckingClient  # a plain aiomqtt.Client plus publish_nowait
 
     prefix = f"droneops/v1/{PREFIX_FLEET}"
-    async with aiomqtt.Client("127.0.0.1", args.broker_port, username="droneops-service", password=args.password,
-                              protocol=aiomqtt.ProtocolVersion.V5, identifier="bench-bare") as client:
+    async with AckingClient("127.0.0.1", args.broker_port, username="droneops-service", password=args.password,
+                            protocol=aiomqtt.ProtocolVersion.V5, identifier="bench-bare") as client:
         print(json.dumps({"ready": True}), flush=True)
         def send(i: int, t: float) -> None:
             lat, lon = position(i, t)
             snap = VehicleSnapshot(f"v{i}", link="up", status="busy", battery_pct=80.0, lat_deg=lat, lon_deg=lon,
                                    alt_amsl_m=100.0, timestamp=t)
             # straight into paho's queue, as MqttLink does for QoS 0 (no per-message await)
-            client._client.publish(f"{prefix}/vehicles/v{i}/telemetry", dumps(snap.telemetry_json()), qos=0)
+            client.publish_nowait(f"{prefix}/vehicles/v{i}/telemetry", dumps(snap.telemetry_json()), qos=0)
 
         await asyncio.sleep(args.warmup_s / 2)
         await paced(args.vehicles, args.hz, args.duration_s, send)

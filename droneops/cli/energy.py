@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "a short hover, --distance-m of level flight at ground speed --speed-mps (in --legs\n"
             "straight legs, each started and stopped at rest), vertical descent and landing.\n"
             "Prints a phase table and the share of the profile's usable battery energy, or JSON.\n"
-            "Physics and sources: droneops/energy.py; the m100 profile is calibrated on measured\n"
-            "flights (python -m droneops.calibration)."
+            "Physics and sources: droneops/core/energy.py; the m100 profile is calibrated on measured\n"
+            "flights (droneops calibrate)."
         ),
         epilog=(
             "examples:\n"

@@ -16,8 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Village networks are GeoJSON FeatureCollections: Point nodes (kind depot, station "
             "or pad, coordinates [lon, lat, ground_alt_m]), LineString corridors (kind corridor, "
-            "from/to node ids) and Polygon no-fly zones (kind no_fly). See README, section "
-            "'Village network format'."
+            "from/to node ids) and Polygon no-fly zones (kind no_fly). See docs/network.md."
         ),
         epilog=(
             "examples:\n"

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "orders/<id>), telemetry and events. After a crash, a restart with the same config\n"
             "re-attaches to vehicles in flight and re-plans queued orders.\n"
             "The config file (TOML) names the network, vehicle profile, store, broker and fleet;\n"
-            "see missions/fleet.toml and the README section 'Fleet service and MQTT topic reference'."
+            "see missions/fleet.toml and docs/fleet.md (fleet service and MQTT topic reference)."
         ),
         epilog=(
             "examples:\n"

@@ -40,8 +40,7 @@ class Projection:
 
     def to_plane(self, lat_deg: float, lon_deg: float) -> tuple[float, float]:
         """(lat, lon) degrees -> (east_m, north_m)."""
-        e, n, _ = self.frame.to_enu(lat_deg, lon_deg, 0.0)
-        return float(e), float(n)
+        return self.frame.point_to_plane(lat_deg, lon_deg)
 
     def to_plane_many(self, lat_deg: list[float], lon_deg: list[float]) -> list[tuple[float, float]]:
         """Many positions at once (one vectorised call), as (east_m, north_m) pairs."""
@@ -52,15 +51,8 @@ class Projection:
 
     def to_geodetic(self, east_m: float, north_m: float) -> tuple[float, float]:
         """Inverse of :meth:`to_plane`: (east_m, north_m) -> (lat_deg, lon_deg) of the point at
-        height 0 that projects there. The frame's own inverse puts the point on the tangent plane
-        (up = 0, off the ellipsoid by the Earth's curvature); two correction steps bring it back
-        onto height 0 (each shrinks the horizontal error by about (distance / Earth radius)^2)."""
-        ge, gn = east_m, north_m
-        lat, lon, _ = self.frame.to_geodetic(ge, gn, 0.0)
-        for _ in range(2):
-            e, n = self.to_plane(float(lat), float(lon))
-            ge, gn = ge + east_m - e, gn + north_m - n
-            lat, lon, _ = self.frame.to_geodetic(ge, gn, 0.0)
+        height 0 that projects there (:meth:`LocalFrame.ground_from_plane`)."""
+        lat, lon = self.frame.ground_from_plane(east_m, north_m)
         return float(lat), float(lon)
 
 

@@ -145,7 +145,7 @@ class FlightController(TelemetryFollower):
         for task in tasks:
             try:
                 await task
-            except (asyncio.CancelledError, Exception):  # noqa: B110 - the tasks are being torn down
+            except (asyncio.CancelledError, Exception):  # the tasks are being torn down: their end is not news
                 pass
         for plugin in (self._mission_raw, self._action, self._telemetry):
             if plugin is not None:
@@ -349,7 +349,7 @@ class FlightController(TelemetryFollower):
         if self.state.armed and not self.state.in_air:
             try:
                 await self._action.disarm()
-            except Exception:  # noqa: BLE001, B110 - best effort: the caller raises the real error
+            except Exception:  # noqa: BLE001 - best effort: the caller raises the real error
                 pass
 
     async def pause(self) -> None:
