@@ -33,9 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 sys.path.insert(0, str(REPO / "tests"))
 
-from droneops.core.network import load_network  # noqa: E402
 from playwright.async_api import async_playwright  # noqa: E402
 
+from droneops.formats.geojson import load_network
 from mqtt_broker import USERS, MosquittoBroker, free_port  # noqa: E402
 from telemetry_load import TelemetryLoad  # noqa: E402  (bench/, next to this script)
 

@@ -106,8 +106,9 @@ async def role_source(args) -> None:
 
 
 async def role_service(args) -> None:
-    from droneops.fleet.mqtt import MqttLink, MqttSettings, VehicleSnapshot
-    from droneops.fleet.service import VehicleFeed
+    from droneops.fleet.agents import VehicleFeed
+    from droneops.fleet.mqtt import MqttLink, MqttSettings
+    from droneops.fleet.topics import VehicleSnapshot
 
     settings = MqttSettings(host="127.0.0.1", port=args.broker_port, fleet=PREFIX_FLEET,
                             username="droneops-service", password=args.password, client_id="bench-service",
@@ -160,8 +161,10 @@ async def role_service(args) -> None:
 
 async def role_bare(args) -> None:
     import aiomqtt
-    from droneops.fleet.mqtt import VehicleSnapshot, dumps
+
+    from droneops.fleet.mqtt import dumps
     from droneops.fleet.paho_adapter import AckingClient  # a plain aiomqtt.Client plus publish_nowait
+    from droneops.fleet.topics import VehicleSnapshot
 
     prefix = f"droneops/v1/{PREFIX_FLEET}"
     async with AckingClient("127.0.0.1", args.broker_port, username="droneops-service", password=args.password,

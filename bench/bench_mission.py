@@ -7,7 +7,7 @@
    uploaded to a :class:`droneops.sim.vehicle.SimVehicle` and downloaded back and compared with
    :meth:`droneops.vehicles.flight.FlightController.upload_and_verify_mission`, ``--repeats`` times after
    two warm-ups: median and p90 wall time (target: median under 50 ms). PX4 SITL itself takes
-   0.04-0.10 s to upload and 0.04-0.07 s to download 100 items (README, SITL facts).
+   0.04-0.10 s to upload and 0.04-0.07 s to download 100 items (docs/missions.md, SITL facts).
 2. ``delivery``: wall time of a simulated delivery of ``--delivery-km`` flown distance at speed
    factor ``--speed-factor``: a straight corridor depot -> pad (half the distance), gripper
    drop, back to the depot; planned with the real planner, flown with
@@ -31,10 +31,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
+from droneops.core import mavlink as mav  # noqa: E402
 from droneops.core import mission as m  # noqa: E402
-from droneops.core.network import parse_network  # noqa: E402
 from droneops.core.planner import plan_delivery  # noqa: E402
-from droneops.core.vehicle import load_vehicle  # noqa: E402
+from droneops.formats.geojson import parse_network
+from droneops.formats.vehicle_toml import load_vehicle
 from droneops.sim.vehicle import SimVehicle  # noqa: E402
 from droneops.vehicles import flight as fl  # noqa: E402
 
@@ -49,15 +50,15 @@ def pct(values: list[float], q: float) -> float:
 
 def hundred_items(lat0: float, lon0: float, ground_m: float) -> list[m.MissionItem]:
     """Take-off, DO_CHANGE_SPEED, 97 waypoints on a 50 m zig-zag grid, land: 100 items."""
-    items = [m._nav(m.MAV_CMD_NAV_TAKEOFF, lat0, lon0, ground_m + 60.0),
-             m._cmd(m.MAV_CMD_DO_CHANGE_SPEED, 1, 12.0, -1, 0)]
+    items = [m.nav_item(mav.MAV_CMD_NAV_TAKEOFF, lat0, lon0, ground_m + 60.0),
+             m.command_item(mav.MAV_CMD_DO_CHANGE_SPEED, 1, 12.0, -1, 0)]
     for k in range(97):
         row, col = divmod(k, 10)
         col = col if row % 2 == 0 else 9 - col
-        items.append(m._nav(m.MAV_CMD_NAV_WAYPOINT, lat0 + row * 50 / M_PER_DEG_LAT,
+        items.append(m.nav_item(mav.MAV_CMD_NAV_WAYPOINT, lat0 + row * 50 / M_PER_DEG_LAT,
                             lon0 + col * 50 / (M_PER_DEG_LAT * math.cos(math.radians(lat0))), ground_m + 60.0))
-    items.append(m._nav(m.MAV_CMD_NAV_LAND, lat0, lon0, ground_m))
-    return list(m._numbered(items))
+    items.append(m.nav_item(mav.MAV_CMD_NAV_LAND, lat0, lon0, ground_m))
+    return list(m.numbered(items))
 
 
 def straight_network(half_km: float):

@@ -48,10 +48,12 @@ from pathlib import Path
 
 import networkx as nx
 import numpy as np
+
 from droneops.core.energy import Wind
-from droneops.core.network import generate_network
-from droneops.core.planner import Planner, _PhaseCosts, _Query
-from droneops.core.vehicle import load_vehicle
+from droneops.core.planner import Planner, Query
+from droneops.core.planner.costs import PhaseCosts
+from droneops.formats.generate import generate_network
+from droneops.formats.vehicle_toml import load_vehicle
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 NETWORK = dict(n_pads=2000, n_stations=60, area_km2=970.0, center_lat=23.40, center_lon=113.22)
@@ -71,7 +73,7 @@ class NxBaseline:
         self._graphs: dict[int, nx.DiGraph] = {}
         self._tables: dict[tuple, tuple[dict, dict]] = {}
 
-    def _graph(self, costs: _PhaseCosts) -> nx.DiGraph:
+    def graph_for(self, costs: PhaseCosts) -> nx.DiGraph:
         """The corridor graph with this (payload, wind)'s edge energy/time (built once per key)."""
         g = self._graphs.get(id(costs))
         if g is None:
@@ -83,12 +85,12 @@ class NxBaseline:
             self._graphs[id(costs)] = g
         return g
 
-    def _legs_from(self, costs: _PhaseCosts, node: int, metric: str, station: bool) -> tuple[dict, dict]:
+    def _legs_from(self, costs: PhaseCosts, node: int, metric: str, station: bool) -> tuple[dict, dict]:
         """Shortest-``metric`` cost and that path's energy from ``node`` to every node in reach."""
         key = (id(costs), node, metric)
         if station and self.cache and key in self._tables:
             return self._tables[key]
-        g = self._graph(costs)
+        g = self.graph_for(costs)
         p = self.planner
         budget = p.capacity_wh - p.floor_wh
         if metric == "wh":
@@ -106,22 +108,22 @@ class NxBaseline:
             self._tables[key] = (dist, energy)
         return dist, energy
 
-    def plan(self, origin: str, destination: str, payload_kg: float, wind: Wind, objective: str
+    def plan(self, origin: str, destination: str, payload_kg: float, wind: Wind, objective: str  # noqa: C901 (one Dijkstra, kept whole as the baseline)
              ) -> tuple[bool, float]:
         """(feasible, optimal cost) for a delivery with return to any recharge node."""
         p = self.planner
-        q: _Query = p._validate(origin, destination, payload_kg, 100.0, wind, "any", objective)
+        q: Query = p.validate(origin, destination, payload_kg, 100.0, wind, "any", objective)
         time_obj = objective == "time"
         metric = "s" if time_obj else "wh"
         d, cap, floor = q.dest, p.capacity_wh, p.floor_wh - 1e-9
         returns = set(q.returns)
-        recharge = [r for r in p._recharge if r != d]
+        recharge = [r for r in p.recharge if r != d]
         hover_s = p.profile.delivery_hover_s
 
         def stop_cost(r: int, left: float) -> float:
             if not time_obj:
                 return 0.0
-            return p._swap_s[r] if p._swap_s[r] is not None else (cap - left) / p._charge_w[r] * 3600.0
+            return p.swap_s[r] if p.swap_s[r] is not None else (cap - left) / p.charge_w[r] * 3600.0
 
         # landing states: (node, phase, battery, after_drop)
         start = (q.origin, 0, q.battery_start_wh, False)
@@ -239,7 +241,7 @@ def compare(plans, base_results, objective: str) -> dict:
 # --- main -----------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: C901 (a linear script of benchmark phases)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer requests (about a minute)")
@@ -295,9 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     plain, cached = NxBaseline(planner, cache_station_legs=False), NxBaseline(planner, cache_station_legs=True)
     for r in base_reqs:   # the per-key corridor graphs are shared set-up, not per-request work
         for payload in (r["payload_kg"], 0.0):
-            graph = planner._phase_costs(payload, r["wind"])
-            plain._graph(graph)
-            cached._graph(graph)
+            graph = planner.phase_costs(payload, r["wind"])
+            plain.graph_for(graph)
+            cached.graph_for(graph)
     ratio = {}
     for objective in ("time", "energy"):
         say(f"baselines: warm {objective}, {len(base_reqs)} requests (cached variant warmed first)...")

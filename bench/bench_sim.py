@@ -39,15 +39,16 @@ LATE_TICKS_OK_FRACTION = 0.05
 
 
 def _profile():
-    from droneops.core.vehicle import load_vehicle, shipped_vehicles
+    from droneops.formats.vehicle_toml import load_vehicle, shipped_vehicles
 
     shipped = shipped_vehicles()
     return load_vehicle("quad7" if "quad7" in shipped or not shipped else shipped[0])
 
 
 def _mission(n: int):
-    from droneops.sim.model import LocalPlane
     from mavsdk.asyncio.plugins.mission_raw import MissionItem
+
+    from droneops.sim.model import LocalPlane
 
     plane = LocalPlane(SPAWN[0], SPAWN[1])
     items = []
@@ -67,9 +68,10 @@ def _same(a, b) -> bool:
 
 async def bench_upload_verify(runs: int, items: int) -> list[float]:
     """Wall-clock seconds of upload + download + compare, one value per run."""
-    from droneops.sim.vehicle import SimVehicle
     from mavsdk.asyncio import ComponentType, Configuration, Mavsdk
     from mavsdk.asyncio.plugins.mission_raw import MissionRawAsync
+
+    from droneops.sim.vehicle import SimVehicle
 
     mission = _mission(items)
     async with SimVehicle(_profile(), *SPAWN) as vehicle:

@@ -96,7 +96,7 @@ def _print_table(rows: list[dict]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from droneops.core.vehicle import load_vehicle
+    from droneops.formats.vehicle_toml import load_vehicle
     from sitl.px4 import Px4Fleet, Px4Param, delivery_params, find_build, merge_params
 
     if not (math.isfinite(args.speed_factor) and args.speed_factor > 0):
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not args.network or not args.at:
         raise UserError("--network and --at are required (or --list-params)")
-    from droneops.core.network import load_network
+    from droneops.formats.geojson import load_network
 
     network = load_network(args.network)
     at = [a.strip() for a in args.at.split(",") if a.strip()]

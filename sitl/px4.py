@@ -577,15 +577,7 @@ class Px4Sitl:
                         f"requested ({self.lat_deg:.6f}, {self.lon_deg:.6f}): PX4_HOME_LAT/LON not applied")
             if self.verify_params:
                 param = ParamAsync(system)
-                wrong = []
-                for p in self.params:
-                    try:
-                        got = await (param.get_param_int(p.name) if p.is_int else param.get_param_float(p.name))
-                    except Exception as exc:  # ParamError: TIMEOUT for an unknown name, WRONG_TYPE
-                        wrong.append(f"{p.name}: read-back failed ({getattr(exc, 'result', exc)})")
-                        continue
-                    if not math.isclose(float(got), float(p.value), rel_tol=1e-5, abs_tol=1e-5):
-                        wrong.append(f"{p.name} is {got}, not {p.value}")
+                wrong = await self._params_not_applied(param)
                 if wrong:
                     return "parameters not applied: " + "; ".join(wrong)
             return None
@@ -595,6 +587,19 @@ class Px4Sitl:
                     with contextlib.suppress(Exception):
                         plugin.destroy()
             mavsdk.destroy()
+
+    async def _params_not_applied(self, param) -> list[str]:
+        """What of :attr:`params` PX4 does not hold (read back through MAVSDK's Param plugin)."""
+        wrong = []
+        for p in self.params:
+            try:
+                got = await (param.get_param_int(p.name) if p.is_int else param.get_param_float(p.name))
+            except Exception as exc:  # ParamError: TIMEOUT for an unknown name, WRONG_TYPE
+                wrong.append(f"{p.name}: read-back failed ({getattr(exc, 'result', exc)})")
+                continue
+            if not math.isclose(float(got), float(p.value), rel_tol=1e-5, abs_tol=1e-5):
+                wrong.append(f"{p.name} is {got}, not {p.value}")
+        return wrong
 
     def _failure(self, what: str) -> str:
         kept = self._keep_console(failed=True)

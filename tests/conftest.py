@@ -49,7 +49,7 @@ SIM_SPEED_FACTOR = 20.0
 
 def sim_profile():
     """The profile simulated vehicles use by default in tests (shipped quad7, else m100)."""
-    from droneops.core.vehicle import load_vehicle, shipped_vehicles
+    from droneops.formats.vehicle_toml import load_vehicle, shipped_vehicles
 
     shipped = shipped_vehicles()
     return load_vehicle("quad7" if "quad7" in shipped or not shipped else shipped[0])

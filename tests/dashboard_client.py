@@ -9,9 +9,9 @@ import contextlib
 import json
 
 import aiohttp
+
 from droneops.dashboard.app import serve
 from droneops.dashboard.config import DashboardConfig
-
 from mqtt_broker import USERS
 
 

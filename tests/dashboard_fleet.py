@@ -23,7 +23,6 @@ from droneops.core.network import Network
 from droneops.fleet.config import ServiceConfig, VehicleConfig
 from droneops.fleet.mqtt import MqttSettings
 from droneops.fleet.service import FleetService
-
 from service_fixtures import write_network
 
 #: Simulated seconds per wall-clock second in the dashboard tests (a 10 km delivery takes ~15 s).
@@ -96,7 +95,7 @@ async def running_service(broker, tmp_path, vehicles, network, profile, *, time_
 async def real_fleet(broker, tmp_path, make_sim_vehicle, network: Network, homes: dict[str, str], *,
                      speed: float = DASHBOARD_SPEED) -> AsyncIterator[RealFleet]:
     """Simulated vehicles on ``homes`` (vehicle id -> node id) and the service flying them."""
-    from droneops.core.vehicle import load_vehicle
+    from droneops.formats.vehicle_toml import load_vehicle
 
     vehicles = {}
     for i, (vid, node) in enumerate(homes.items()):

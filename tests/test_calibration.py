@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from droneops.cli import calibrate as cal_cli
 from droneops.core import calibration as cal
 from droneops.core.energy import hover_power_w

@@ -17,17 +17,16 @@ import pytest
 pytest.importorskip("droneops.fleet.mqtt", reason="droneops.fleet.mqtt (fleet service MQTT layer) is not in this checkout")
 pytest.importorskip("mqtt_broker", reason="tests/mqtt_broker.py (Mosquitto harness) is not in this checkout")
 
+from dashboard_client import SseReader, post_order, running_dashboard
+from dashboard_fleet import DASHBOARD_SPEED, real_fleet, running_service
 from droneops import cli
-from droneops.core.network import load_network, parse_network
 from droneops.dashboard.config import DashboardConfig, parse_broker_url, parse_listen
 from droneops.dashboard.mapview import Projection, heading_deg, network_view, route_nodes, route_points
 from droneops.dashboard.push import Hub, StreamClient
 from droneops.dashboard.state import FleetState, normalise_reply, staleness
 from droneops.errors import UserError
 from droneops.fleet.mqtt import Topics
-
-from dashboard_client import SseReader, post_order, running_dashboard
-from dashboard_fleet import DASHBOARD_SPEED, real_fleet, running_service
+from droneops.formats.geojson import load_network, parse_network
 from mqtt_broker import Subscriber, jpayload
 from service_fixtures import ServiceProcess, service_toml
 
@@ -469,8 +468,7 @@ async def test_broker_outage_is_shown_and_the_feed_recovers(mosquitto, huadu, tm
 async def test_booking_through_the_real_fleet_service(mosquitto, tmp_path, make_sim_vehicle):
     """Dashboard -> cmd/order -> droneops.fleet.service (planner, store, a simulated PX4 vehicle) ->
     reply with ETA; the order is flown to completion and every step reaches the stream."""
-    from droneops.core.vehicle import load_vehicle
-
+    from droneops.formats.vehicle_toml import load_vehicle
     from service_fixtures import network_geojson
 
     net = parse_network(network_geojson(), source="service-test")

@@ -18,10 +18,9 @@ import pytest
 pytest.importorskip("droneops.fleet.mqtt", reason="droneops.fleet.mqtt (fleet service MQTT layer) is not in this checkout")
 pytest.importorskip("mqtt_broker", reason="tests/mqtt_broker.py (Mosquitto harness) is not in this checkout")
 
-from droneops.core.network import load_network, parse_network
-from droneops.dashboard.app import DashboardConfig, serve
-
 from dashboard_fleet import real_fleet, running_service
+from droneops.dashboard.app import DashboardConfig, serve
+from droneops.formats.geojson import load_network, parse_network
 from mqtt_broker import USERS, free_port
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
@@ -190,8 +189,7 @@ async def test_page_end_to_end_on_huadu(mosquitto, tmp_path, make_sim_vehicle, b
 async def test_page_with_real_service_and_simulated_vehicles(mosquitto, tmp_path, make_sim_vehicle, browser):
     """The real chain: page -> dashboard -> Mosquitto -> droneops.fleet.service -> simulated PX4
     vehicles (MAVLink), and back. Station ``S`` (a swap station) watches a delivery from S."""
-    from droneops.core.vehicle import load_vehicle
-
+    from droneops.formats.vehicle_toml import load_vehicle
     from service_fixtures import network_geojson
 
     net = parse_network(network_geojson(), source="service-test")

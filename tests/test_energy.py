@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from droneops.cli import main
 from droneops.core.energy import (
     PHASE_NAMES,
@@ -345,12 +346,9 @@ def test_landing_floor_is_the_larger_of_reserve_and_unusable_bottom():
     assert shallow.landing_floor_wh == pytest.approx(160.0)
 
 
-def test_landing_floor_matches_planner_and_flight_control():
+def test_landing_floor_matches_planner():
     from droneops.core.network import Network, Node
     from droneops.core.planner import Planner
-    from droneops.vehicles.flight import landing_floor_wh
-
     net = Network(nodes={"d": Node("d", "depot", "D", 0.0, 0.0, 0.0, charging="swap", swap_s=60.0)})
     for p in (profile(), profile(usable_fraction=0.6), load_vehicle("quad7"), load_vehicle("m100")):
         assert Planner(net, p).floor_wh == p.landing_floor_wh
-        assert landing_floor_wh(p) == p.landing_floor_wh

@@ -26,6 +26,7 @@ import math
 from dataclasses import replace
 
 import pytest
+
 from droneops.core.energy import Wind
 from droneops.core.mission import build_missions
 from droneops.core.planner import Planner

@@ -8,11 +8,12 @@ import math
 import socket
 
 import pytest
+
+import mission_fixtures as fx
+from droneops.core import mavlink as mav
 from droneops.core import mission as m
 from droneops.core.planner import Stop
 from droneops.vehicles import flight as fl
-
-import mission_fixtures as fx
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +234,7 @@ async def test_upload_read_back_round_trip(make_sim_vehicle, fly_net, fly_prof, 
         fence = await controller._mission_raw.download_geofence()
         rally = await controller._mission_raw.download_rallypoints()
         # PX4 reports frame 0 as 5: strict comparison sees it, the PX4-aware one does not.
-        assert {i.frame for i in back if i.command in m.POSITION_COMMANDS} == {m.MAV_FRAME_GLOBAL_INT}
+        assert {i.frame for i in back if i.command in mav.POSITION_COMMANDS} == {mav.MAV_FRAME_GLOBAL_INT}
         assert m.compare_items(flight.items, back) == []
         assert m.compare_items(flight.items, back, px4_frames=False)
         assert m.compare_items(flight.geofence_items, fence) == []
@@ -343,7 +344,7 @@ async def test_cli_fly_json_report(make_sim_vehicle, fly_net, fly_prof, tmp_path
     import json
 
     from droneops.cli import main
-    from droneops.core.vehicle import missions_dir
+    from droneops.formats.vehicle_toml import missions_dir
 
     net_file = tmp_path / "fly.geojson"
     net_file.write_text(json.dumps(fx.fly_network_geojson()))
@@ -373,7 +374,7 @@ def test_live_progress_line_on_a_terminal(net, prof):
     import io
     import time as _time
 
-    from droneops.cli import _LiveProgress
+    from droneops.cli.fly_progress import LiveProgress
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -381,7 +382,7 @@ def test_live_progress_line_on_a_terminal(net, prof):
 
     flights = m.build_missions(fx.swap_plan(), net, prof)
     for stream, tty in ((Tty(), True), (io.StringIO(), False)):
-        live = _LiveProgress(flights, stream)
+        live = LiveProgress(flights, stream)
         live._last_draw = -1.0
         t = _time.time()
         live(fl.FlightEvent("mode", 0, {"mode": "MISSION"}, t))

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pymap3d.vincenty as vincenty
 import pytest
+
 from droneops.core import geo
 
 EARTH_MEAN_RADIUS_M = 6_371_008.8

@@ -7,11 +7,12 @@ import math
 
 import numpy as np
 import pytest
-from droneops.core import geo
-from droneops.core import mission as m
-from droneops.errors import UserError
 
 import mission_fixtures as fx
+from droneops.core import geo
+from droneops.core import mavlink as mav
+from droneops.core import mission as m
+from droneops.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +53,8 @@ def test_land_delivery_splits_the_flight(net):
     assert flights[1].delivery_node == "P"
     assert flights[1].end_stop.action == "deliver"
     for f in flights:
-        assert m.MAV_CMD_DO_GRIPPER not in commands(f)
-        assert commands(f)[0] == m.MAV_CMD_NAV_TAKEOFF and commands(f)[-1] == m.MAV_CMD_NAV_LAND
+        assert mav.MAV_CMD_DO_GRIPPER not in commands(f)
+        assert commands(f)[0] == mav.MAV_CMD_NAV_TAKEOFF and commands(f)[-1] == mav.MAV_CMD_NAV_LAND
 
 
 def test_infeasible_plan_is_refused(net, prof):
@@ -76,10 +77,10 @@ def test_unknown_corridor_is_refused(net, prof):
 def test_delivery_sequence_matches_px4_package_delivery(net, prof):
     flight = m.build_missions(fx.swap_plan(), net, prof)[1]
     cmds = commands(flight)
-    assert cmds[:2] == [m.MAV_CMD_NAV_TAKEOFF, m.MAV_CMD_DO_CHANGE_SPEED]
-    g = cmds.index(m.MAV_CMD_DO_GRIPPER)
-    assert cmds[g - 1] == m.MAV_CMD_NAV_WAYPOINT and cmds[g + 1] == m.MAV_CMD_NAV_DELAY
-    assert cmds[g + 2] == m.MAV_CMD_NAV_WAYPOINT and cmds[-1] == m.MAV_CMD_NAV_LAND
+    assert cmds[:2] == [mav.MAV_CMD_NAV_TAKEOFF, mav.MAV_CMD_DO_CHANGE_SPEED]
+    g = cmds.index(mav.MAV_CMD_DO_GRIPPER)
+    assert cmds[g - 1] == mav.MAV_CMD_NAV_WAYPOINT and cmds[g + 1] == mav.MAV_CMD_NAV_DELAY
+    assert cmds[g + 2] == mav.MAV_CMD_NAV_WAYPOINT and cmds[-1] == mav.MAV_CMD_NAV_LAND
     items = flight.items
     pad = net.nodes["P"]
     descend, gripper, delay, climb = items[g - 1], items[g], items[g + 1], items[g + 2]
@@ -99,10 +100,10 @@ def test_all_positions_are_amsl_frame_0(net, prof):
     for plan in (fx.swap_plan(), fx.direct_plan()):
         for flight in m.build_missions(plan, net, prof):
             for item in flight.items:
-                if item.command in m.POSITION_COMMANDS:
-                    assert item.frame == m.MAV_FRAME_GLOBAL
+                if item.command in mav.POSITION_COMMANDS:
+                    assert item.frame == mav.MAV_FRAME_GLOBAL
                 else:
-                    assert item.frame == m.MAV_FRAME_MISSION
+                    assert item.frame == mav.MAV_FRAME_MISSION
 
 
 def test_takeoff_and_land_follow_pad_ground(net, prof):
@@ -154,7 +155,7 @@ def test_altitude_clears_terrain_along_corridors(net, prof):
 
 def test_ridge_sets_the_corridor_altitude(net, prof):
     flight = m.build_missions(fx.swap_plan(), net, prof)[0]          # D -> S over the 1400 m ridge
-    wps = [i for i in flight.items if i.command == m.MAV_CMD_NAV_WAYPOINT]
+    wps = [i for i in flight.items if i.command == mav.MAV_CMD_NAV_WAYPOINT]
     assert all(w.z == pytest.approx(1400.0 + prof.cruise_agl_m) for w in wps)
     # Relative-to-home would be wrong here: the ridge is 400 m above the depot.
     assert wps[0].z - net.nodes["D"].ground_alt_m == pytest.approx(460.0)
@@ -163,7 +164,7 @@ def test_ridge_sets_the_corridor_altitude(net, prof):
 def test_junction_changes_altitude_vertically(net, prof):
     flight = m.build_missions(fx.direct_plan(), net, prof)[0]
     s = net.nodes["S"]
-    at_s = [i for i in flight.items if i.command == m.MAV_CMD_NAV_WAYPOINT
+    at_s = [i for i in flight.items if i.command == mav.MAV_CMD_NAV_WAYPOINT
             and (i.lat_deg, i.lon_deg) == pytest.approx((s.lat_deg, s.lon_deg), abs=1e-7)]
     ds = m.edge_cruise_alt_m(prof, net.edge("D", "S"))
     sp = m.edge_cruise_alt_m(prof, net.edge("S", "P"))
@@ -226,7 +227,7 @@ def test_check_waypoint_inside_no_fly_zone(net, prof):
     flight = m.build_missions(fx.swap_plan(), net, prof)[0]
     lon, lat = fx._pt(2.5, 1.0)
     bad = list(flight.items)
-    bad.insert(3, m.nav_item(m.MAV_CMD_NAV_WAYPOINT, lat, lon, 1460.0))
+    bad.insert(3, m.nav_item(mav.MAV_CMD_NAV_WAYPOINT, lat, lon, 1460.0))
     errors = m.check_mission(_with_items(flight, bad), net, prof)
     assert any("item 3 (WAYPOINT)" in e and "inside no-fly zone 'nfz'" in e for e in errors), errors
 
@@ -236,7 +237,7 @@ def test_check_segment_crossing_no_fly_zone(net, prof):
     # A waypoint east of the zone: the straight lines to and from it cut through the zone.
     lon, lat = fx._pt(4.0, 1.0)
     bad = list(flight.items)
-    bad.insert(2, m.nav_item(m.MAV_CMD_NAV_WAYPOINT, lat, lon, 1460.0))
+    bad.insert(2, m.nav_item(mav.MAV_CMD_NAV_WAYPOINT, lat, lon, 1460.0))
     errors = m.check_mission(_with_items(flight, bad), net, prof)
     assert any("crosses no-fly zone 'nfz'" in e for e in errors), errors
     assert not any("inside" in e for e in errors)
@@ -268,7 +269,7 @@ def test_corridor_ceiling_caps_the_cruise_height():
     capped = fx.network(cap_agl_m=40.0)
     prof = fx.profile()                                              # cruise_agl_m 60
     flight = m.build_missions(fx.swap_plan(), capped, prof)[0]
-    wps = [i for i in flight.items if i.command == m.MAV_CMD_NAV_WAYPOINT]
+    wps = [i for i in flight.items if i.command == mav.MAV_CMD_NAV_WAYPOINT]
     assert all(w.z == pytest.approx(1400.0 + 40.0) for w in wps)
     assert m.check_mission(flight, capped, prof) == []
     # A mission built without the cap breaks it: the check says so.
@@ -307,7 +308,7 @@ def test_build_checked_missions_raises_with_all_errors(net, prof):
 
 def test_compare_items_accepts_px4_frame_mapping_and_float32(net, prof):
     items = m.build_missions(fx.swap_plan(), net, prof)[1].items
-    back = [dataclasses.replace(i, frame=m.PX4_DOWNLOAD_FRAME.get(i.frame, i.frame),
+    back = [dataclasses.replace(i, frame=mav.PX4_DOWNLOAD_FRAME.get(i.frame, i.frame),
                                 z=float(np.float32(i.z)), current=0) for i in items]
     assert m.compare_items(items, back) == []
     assert m.compare_items(items, back, px4_frames=False)            # strict: frames differ
@@ -332,9 +333,9 @@ def test_yunnan_missions_clear_the_terrain_everywhere(method):
     """Every pad of missions/yunnan.geojson (villages 245-1950 m AMSL), planned by the real
     planner: every flown point clears the ground by the cruise height, take-off/landing sit on
     the pads' ground, and the checks pass."""
-    from droneops.core.network import load_network
     from droneops.core.planner import plan_delivery
-    from droneops.core.vehicle import missions_dir
+    from droneops.formats.geojson import load_network
+    from droneops.formats.vehicle_toml import missions_dir
 
     net = load_network(missions_dir() / "yunnan.geojson")
     prof = fx.profile(delivery_method=method)
@@ -355,10 +356,10 @@ def test_yunnan_missions_clear_the_terrain_everywhere(method):
             assert flight.items[0].z >= start.ground_alt_m + prof.cruise_agl_m
             assert flight.items[-1].z == pytest.approx(end.ground_alt_m)
             for item in flight.items:
-                assert item.frame in (m.MAV_FRAME_GLOBAL, m.MAV_FRAME_MISSION)
+                assert item.frame in (mav.MAV_FRAME_GLOBAL, mav.MAV_FRAME_MISSION)
             if flight.delivery_node and method == "gripper":
                 pad_node = net.nodes[flight.delivery_node]
-                descend = flight.items[[i.command for i in flight.items].index(m.MAV_CMD_DO_GRIPPER) - 1]
+                descend = flight.items[[i.command for i in flight.items].index(mav.MAV_CMD_DO_GRIPPER) - 1]
                 assert descend.z == pytest.approx(pad_node.ground_alt_m + prof.delivery_agl_m)
         flown += 1
     assert flown >= len(pads) // 2
@@ -439,8 +440,8 @@ def test_divert_mission_items(net, prof):
     alt_m = m.edge_cruise_alt_m(prof, edge) + 25.0            # above the corridor: descends over here
     mission = m.divert_mission(net, prof, lat, lon, alt_m, battery_wh=prof.battery_capacity_wh)
     cmds = commands(mission)
-    assert cmds[0] == m.MAV_CMD_DO_CHANGE_SPEED and cmds[-1] == m.MAV_CMD_NAV_LAND
-    assert m.MAV_CMD_NAV_TAKEOFF not in cmds
+    assert cmds[0] == mav.MAV_CMD_DO_CHANGE_SPEED and cmds[-1] == mav.MAV_CMD_NAV_LAND
+    assert mav.MAV_CMD_NAV_TAKEOFF not in cmds
     first = mission.items[1]
     assert (first.x, first.y) == (round(lat * 1e7), round(lon * 1e7))
     assert first.z == pytest.approx(m.edge_cruise_alt_m(prof, edge))

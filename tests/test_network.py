@@ -12,6 +12,7 @@ import networkx as nx
 import numpy as np
 import pymap3d.vincenty as vincenty
 import pytest
+
 from droneops.cli import main
 from droneops.core import geo
 from droneops.core.network import (

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from droneops.cli import main
-from droneops.core.network import save_network
 
+from droneops.cli import main
+from droneops.formats.geojson import save_network
 from test_planner import BASE_PROFILE, line_network, random_network_dict
 
 
@@ -46,7 +46,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     net_path = root / "line.geojson"
     save_network(line_network(spacing_m=2000.0, far_pad_m=9000.0), net_path)
     rand_path = root / "random.geojson"
-    from droneops.core.network import parse_network
+    from droneops.formats.geojson import parse_network
     save_network(parse_network(random_network_dict(3)), rand_path)
     vehicle = root / "testquad.toml"
     lines = ['name = "testquad"'] + [

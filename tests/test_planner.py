@@ -18,14 +18,14 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import pytest
-from droneops.core.energy import Wind, airspeed_mps, hover_power_w, segment_energy, speed_change_energy, vertical_energy
-from droneops.core.network import load_network, parse_network
-from droneops.core.planner import Plan, Planner, plan_delivery
-from droneops.core.vehicle import missions_dir, parse_vehicle
-from droneops.errors import UserError
-from droneops.formats.geojson import network_to_geojson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from droneops.core.energy import Wind, airspeed_mps, hover_power_w, segment_energy, speed_change_energy, vertical_energy
+from droneops.core.planner import Plan, Planner, plan_delivery
+from droneops.errors import UserError
+from droneops.formats.geojson import load_network, network_to_geojson, parse_network
+from droneops.formats.vehicle_toml import missions_dir, parse_vehicle
 
 LAT0, LON0 = 23.40, 113.20
 M_PER_DEG = 111_320.0

@@ -26,12 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from droneops.vehicles import flight as fl
 from droneops.core import geo
+from droneops.core import mavlink as mav
 from droneops.core import mission as m
-from droneops.core.network import parse_network
 from droneops.core.planner import plan_delivery
-from droneops.core.vehicle import load_vehicle
+from droneops.formats.geojson import parse_network
+from droneops.formats.vehicle_toml import load_vehicle
+from droneops.vehicles import flight as fl
 from sitl import px4 as sitl_px4
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,7 +142,7 @@ async def test_mission_upload_read_back_round_trip(flying_vehicle):
     _, missions = _plan("P")
     flight = missions[1]          # S -> P (descend, gripper release, delay, climb) -> S
     commands = [i.command for i in flight.items]
-    assert m.MAV_CMD_DO_GRIPPER in commands and m.MAV_CMD_NAV_DELAY in commands
+    assert mav.MAV_CMD_DO_GRIPPER in commands and mav.MAV_CMD_NAV_DELAY in commands
     async with fl.FlightController(flying_vehicle.url, PROFILE, CONFIG) as controller:
         await controller.wait_healthy()
         await controller.upload(flight)                      # raises if the read-back differs
@@ -149,11 +150,11 @@ async def test_mission_upload_read_back_round_trip(flying_vehicle):
         fence = await controller._mission_raw.download_geofence()
         rally = await controller._mission_raw.download_rallypoints()
         # Frame 0 (AMSL) is stored and reported as frame 5 by PX4 (and by the simulator).
-        assert {i.frame for i in back if i.command in m.POSITION_COMMANDS} == {m.MAV_FRAME_GLOBAL_INT}
+        assert {i.frame for i in back if i.command in mav.POSITION_COMMANDS} == {mav.MAV_FRAME_GLOBAL_INT}
         assert m.compare_items(flight.items, back) == []
         assert m.compare_items(flight.items, back, px4_frames=False)         # strictly, the frames differ
-        assert [(i.command, i.param1, i.param2) for i in back if i.command == m.MAV_CMD_DO_GRIPPER] == [
-            (m.MAV_CMD_DO_GRIPPER, m.GRIPPER_INSTANCE, m.GRIPPER_ACTION_RELEASE)]
+        assert [(i.command, i.param1, i.param2) for i in back if i.command == mav.MAV_CMD_DO_GRIPPER] == [
+            (mav.MAV_CMD_DO_GRIPPER, mav.GRIPPER_INSTANCE, mav.GRIPPER_ACTION_RELEASE)]
         assert m.compare_items(flight.geofence_items, fence) == []
         assert m.compare_items(flight.rally_items, rally) == []
         assert len(fence) == 4 and len(rally) == 2
@@ -382,7 +383,7 @@ def test_launch_environment_and_command(tmp_path, monkeypatch):
     assert env["PX4_PARAM_NAV_DLL_ACT"] == "0" and env["PX4_PARAM_COM_RC_IN_MODE"] == "4"
     assert px4.name == "S"
     with pytest.raises(sitl_px4.Px4Error, match="not started"):
-        px4.url
+        _ = px4.url
     ports = sitl_px4.instance_ports(3)
     assert ports["api"] == 14543 and ports["gcs_local"] == 18573 and ports["api_local"] == 14583
     with pytest.raises(sitl_px4.UserError, match="0..9"):

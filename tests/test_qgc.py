@@ -7,11 +7,11 @@ import math
 import socket
 
 import pytest
+
+import mission_fixtures as fx
 from droneops.cli import main
 from droneops.core import mission as m
 from droneops.formats import qgc
-
-import mission_fixtures as fx
 
 
 @pytest.fixture(scope="module")

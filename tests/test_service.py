@@ -16,10 +16,11 @@ import json
 import math
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+
+from command_strategies import malformed_order, malformed_vehicle
 from droneops.core.dispatch import recharge_time_s, time_to_drop_s
 from droneops.core.energy_watch import EnergyWatch, RouteProgress
-from droneops.core.network import parse_network
-from droneops.core.vehicle import load_vehicle
 from droneops.errors import UserError
 from droneops.fleet import store as S
 from droneops.fleet.agents import nearest_node
@@ -27,9 +28,8 @@ from droneops.fleet.config import ServiceConfig, VehicleConfig, load_config, par
 from droneops.fleet.mqtt import MqttSettings
 from droneops.fleet.orders import plan_from_json
 from droneops.fleet.service import FleetService
-from hypothesis import HealthCheck, given, settings
-
-from command_strategies import malformed_order, malformed_vehicle
+from droneops.formats.geojson import parse_network
+from droneops.formats.vehicle_toml import load_vehicle
 from mqtt_broker import Subscriber, jpayload
 from service_fixtures import (
     ArmCounter,
@@ -209,11 +209,11 @@ def test_config_parsing_errors(tmp_path):
 
 def test_shipped_fleet_toml_is_valid(monkeypatch):
     monkeypatch.setenv("DRONEOPS_MQTT_PASSWORD", "x")
-    from droneops.core.vehicle import missions_dir
+    from droneops.formats.vehicle_toml import missions_dir
 
     cfg = load_config(missions_dir() / "fleet.toml")
     assert cfg.mqtt.fleet == "huadu" and len(cfg.vehicles) == 3
-    from droneops.core.network import load_network
+    from droneops.formats.geojson import load_network
 
     net = load_network(cfg.network)
     assert all(v.home in net.nodes for v in cfg.vehicles)
@@ -490,7 +490,8 @@ async def test_kill9_mid_flight_then_restart_completes_once(mosquitto, tmp_path,
 
 
 def test_demo_broker_url_and_summary():
-    from droneops.demo import FleetView, parse_broker, summary_table
+    from droneops.cli.demo import parse_broker
+    from droneops.cli.demo_view import FleetView, summary_table
 
     assert parse_broker("mqtt://u:p%40ss@10.0.0.2:1884").__dict__ == {
         "host": "10.0.0.2", "port": 1884, "username": "u", "password": "p@ss"}
@@ -518,7 +519,7 @@ async def test_demo_runs_to_completion(broker_kind, request, tmp_path):
     """The demo end to end on the small test network: 2 vehicles, 2 orders (+1 invalid)."""
     import io
 
-    from droneops.demo import DemoOptions, run_demo
+    from droneops.cli.demo import DemoOptions, run_demo
 
     netfile = write_network(tmp_path / "net.geojson")
     broker_url = None

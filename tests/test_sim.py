@@ -13,15 +13,15 @@ import math
 from dataclasses import dataclass
 
 import pytest
-from droneops.core import mavlink as mav
-from droneops.sim import model as sc
-from droneops.sim.model import SimConfig, SimItem, VehicleModel
 from mavsdk.asyncio import ComponentType, Configuration, Mavsdk
 from mavsdk.asyncio.plugins.action import ActionAsync, ActionError, ActionResult
 from mavsdk.asyncio.plugins.mission_raw import MissionItem, MissionRawAsync, MissionRawError, MissionRawResult
 from mavsdk.asyncio.plugins.telemetry import FlightMode, LandedState, TelemetryAsync
 
 from conftest import SIM_HOME, sim_profile
+from droneops.core import mavlink as mav
+from droneops.sim import model as sc
+from droneops.sim.model import SimConfig, SimItem, VehicleModel
 
 LAT0, LON0, GROUND0 = SIM_HOME
 PLANE = sc.LocalPlane(LAT0, LON0)
@@ -608,9 +608,10 @@ async def test_px4_parameters(sim_vehicle):
 async def test_payload_parameter_and_identity(sim_vehicle):
     """``SIM_PAYLOAD_KG`` loads the payload; after a drop the same value loads it again; the
     vehicle tells itself apart from PX4 through AUTOPILOT_VERSION (MAVSDK Info)."""
-    from droneops.sim.vehicle import PARAM_PAYLOAD, is_droneops_sim
     from mavsdk.asyncio.plugins.info import InfoAsync
     from mavsdk.asyncio.plugins.param import ParamAsync
+
+    from droneops.sim.vehicle import PARAM_PAYLOAD, is_droneops_sim
 
     assert not is_droneops_sim("000000000") and not is_droneops_sim("") and not is_droneops_sim("4f1b2c3d0")
     async with ground_station(sim_vehicle.url) as gcs:

@@ -10,10 +10,11 @@ import sys
 import textwrap
 
 import pytest
-from droneops.fleet import store as S
-from droneops.fleet.store import IllegalTransition, OrderConflict, Store
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from droneops.fleet import store as S
+from droneops.fleet.store import IllegalTransition, OrderConflict, Store
 
 
 class FakeClock:

@@ -9,14 +9,14 @@ import math
 import socket
 
 import pytest
-from droneops.fleet import mqtt as M
-from droneops.fleet import topics as T
-from droneops.fleet.mqtt import MqttLink, MqttSettings
-from droneops.fleet.topics import CommandError, CommandLimits, Topics
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from command_strategies import MAX_PAYLOAD_KG, ORIGINS, PADS, VEHICLES, malformed_order, malformed_vehicle
+from droneops.fleet import mqtt as M
+from droneops.fleet import topics as T
+from droneops.fleet.mqtt import MqttLink, MqttSettings
+from droneops.fleet.topics import CommandError, CommandLimits, Topics
 from mqtt_broker import Subscriber, jpayload
 
 LIMITS = CommandLimits(max_payload_kg=MAX_PAYLOAD_KG, pads=frozenset(PADS), origins=frozenset(ORIGINS),

@@ -17,14 +17,12 @@ import sys
 from droneops import __version__
 from droneops.cli import calibrate, dashboard, demo, energy, fly, mission, network, plan, serve, sim
 from droneops.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INFEASIBLE, EXIT_INTERRUPTED, EXIT_OK
-from droneops.cli.fly_progress import LiveProgress as _LiveProgress  # TEMP re-export (issue 9 integration)
 from droneops.errors import UserError
 
 #: The sub-command modules, in the order ``droneops --help`` lists them.
 SUBCOMMANDS = (energy, network, plan, mission, fly, dashboard, sim, serve, demo, calibrate)
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INFEASIBLE", "EXIT_OK", "SUBCOMMANDS", "build_parser", "main",
-           "_LiveProgress"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INFEASIBLE", "EXIT_OK", "SUBCOMMANDS", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -73,10 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from droneops.core.network import load_network
     from droneops.dashboard.app import run_dashboard
     from droneops.dashboard.config import DashboardConfig, parse_broker_url, parse_listen
     from droneops.fleet.topics import Topics
+    from droneops.formats.geojson import load_network
 
     host, port, tls = parse_broker_url(args.broker)
     listen_host, listen_port = parse_listen(args.listen)

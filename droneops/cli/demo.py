@@ -254,11 +254,11 @@ class DemoSetup:
 
 def prepare_demo(opts: DemoOptions) -> DemoSetup:
     """Check the options, load network and profile, lay out the fleet and pick the orders."""
-    from droneops.core.network import load_network
     from droneops.core.planner import Planner
-    from droneops.core.vehicle import load_vehicle
     from droneops.fleet.service import MAX_VEHICLES_PER_SERVICE
     from droneops.fleet.topics import default_prefix
+    from droneops.formats.geojson import load_network
+    from droneops.formats.vehicle_toml import load_vehicle
     from droneops.sim.vehicle import FleetSpec
 
     if not 1 <= opts.vehicles <= MAX_VEHICLES_PER_SERVICE:

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     import math
 
     from droneops.core.energy import Wind, airspeed_mps, hop_energy
-    from droneops.core.vehicle import load_vehicle
+    from droneops.formats.vehicle_toml import load_vehicle
 
     profile = load_vehicle(args.vehicle)
     wind = Wind.parse(args.wind)

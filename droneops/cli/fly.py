@@ -77,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from droneops.core.energy import Wind
-    from droneops.core.network import load_network
     from droneops.core.planner import plan_delivery
-    from droneops.core.vehicle import load_vehicle
+    from droneops.formats.geojson import load_network
+    from droneops.formats.vehicle_toml import load_vehicle
     from droneops.vehicles.delivery import fly_delivery
     from droneops.vehicles.flight import FlightConfig, FlightError
 

@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from droneops.core import network as netmod
+    from droneops.formats import generate, geojson
 
     action = args.network_command
     if action is None:
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     if action == "check":
         try:
-            net = netmod.load_network(args.file)
+            net = geojson.load_network(args.file)
         except netmod.NetworkError as exc:
             if args.json:
                 print(json.dumps({"valid": False, "source": exc.source, "problems": exc.problems}, indent=2))
@@ -124,22 +125,22 @@ def run(args: argparse.Namespace) -> int:
         if args.neighbours is not None:
             options["max_neighbours"] = args.neighbours
         verbose = args.pads + args.stations >= 200
-        net = netmod.generate_network(
+        net = generate.generate_network(
             args.seed, args.pads, args.stations, args.area_km2, lat, lon, name=args.name,
             progress=(lambda msg: print(f"generate: {msg}", file=sys.stderr, flush=True)) if verbose else None,
             **options)
-        netmod.save_network(net, args.output)
+        geojson.save_network(net, args.output)
         s = netmod.summarise(net)
         print(f"wrote {args.output}: {s['nodes']['total']} nodes, {s['corridors']} corridors, "
               f"{s['no_fly_zones']} no-fly zone(s), {s['total_corridor_km']:.1f} km of corridors")
         return EXIT_OK
     if action == "connect":
         kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-        net = netmod.load_network(args.file)
+        net = geojson.load_network(args.file)
         out = netmod.connect_network(net, args.max_distance_m, kinds=kinds)
         added = len(out.corridors) - len(net.corridors)
         target = args.output or args.file
-        netmod.save_network(out, target)
+        geojson.save_network(out, target)
         print(f"added {added} corridor{'s' if added != 1 else ''} "
               f"(now {len(out.corridors)}); wrote {target}")
         return EXIT_OK

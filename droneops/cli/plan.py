@@ -67,10 +67,10 @@ def run(args: argparse.Namespace) -> int:
     import math
 
     from droneops.core.energy import Wind
-    from droneops.core.network import load_network
     from droneops.core.planner import plan_delivery
-    from droneops.core.vehicle import load_vehicle
+    from droneops.formats.geojson import load_network
     from droneops.formats.render import check_map_path, draw_plan_map, plan_summary, plan_table
+    from droneops.formats.vehicle_toml import load_vehicle
 
     if args.map:
         check_map_path(args.map)

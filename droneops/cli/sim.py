@@ -71,8 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from droneops.core.network import load_network
-    from droneops.core.vehicle import load_vehicle
+    from droneops.formats.geojson import load_network
+    from droneops.formats.vehicle_toml import load_vehicle
     from droneops.sim.vehicle import FleetSpec
 
     link_loss = _check_options(args)

@@ -20,7 +20,6 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -256,13 +255,6 @@ class Network:
         """
         return self._graph
 
-    # -- output ----------------------------------------------------------------------------
-
-    def to_geojson(self) -> dict:  # TEMP re-export (issue 9 integration)
-        """The network as a GeoJSON dict: use :func:`droneops.formats.geojson.network_to_geojson`."""
-        from droneops.formats.geojson import network_to_geojson
-
-        return network_to_geojson(self)
 
 
 # --- edges ----------------------------------------------------------------------------------
@@ -430,26 +422,3 @@ def connect_network(network: Network, max_distance_m: float,
     pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
     added = tuple(Corridor(from_id=ids[i], to_id=ids[j]) for i, j in pairs.tolist())
     return replace(network, corridors=tuple(network.corridors) + added)
-
-
-# --- TEMP re-export (issue 9 integration): file format and generation moved to droneops.formats ---
-_MOVED = {
-    "parse_network": "droneops.formats.geojson",
-    "load_network": "droneops.formats.geojson",
-    "save_network": "droneops.formats.geojson",
-    "format_geojson": "droneops.formats.geojson",
-    "resolve_network_path": "droneops.formats.geojson",
-    "generate_network": "droneops.formats.generate",
-    "DEFAULT_CONNECT_RADIUS_M": "droneops.formats.generate",
-    "DEFAULT_MAX_NEIGHBOURS": "droneops.formats.generate",
-    "DEFAULT_NO_FLY_ZONES": "droneops.formats.generate",
-}
-
-
-def __getattr__(name: str) -> Any:  # TEMP re-export (issue 9 integration)
-    module = _MOVED.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -107,15 +106,3 @@ class VehicleProfile:
     def rotor_disk_area_m2(self) -> float:
         """Total rotor disk area (all rotors), m^2."""
         return self.rotor_count * math.pi * self.rotor_radius_m**2
-
-
-# --- TEMP re-export (issue 9 integration): file reading moved to droneops.formats.vehicle_toml ---
-_MOVED_TO_FORMATS = ("parse_vehicle", "load_vehicle", "shipped_vehicles", "missions_dir")
-
-
-def __getattr__(name: str) -> Any:  # TEMP re-export (issue 9 integration)
-    if name in _MOVED_TO_FORMATS:
-        from droneops.formats import vehicle_toml
-
-        return getattr(vehicle_toml, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -48,7 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from droneops.errors import UserError
-from droneops.fleet.mqtt import ID_PATTERN, MqttSettings, TlsSettings
+from droneops.fleet.mqtt import MqttSettings, TlsSettings
+from droneops.fleet.topics import ID_PATTERN
 
 OBJECTIVES = ("time", "energy")
 

@@ -33,30 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from droneops.fleet.paho_adapter import AckingClient
-from droneops.fleet.topics import (  # noqa: F401  TEMP re-export (issue 9 integration)
-    ID_PATTERN,
-    MAX_COMMAND_BYTES,
-    PRIORITY_DEFAULT,
-    PRIORITY_MAX,
-    PRIORITY_MIN,
-    TOPIC_VERSION,
-    VEHICLE_ACTIONS,
-    CommandError,
-    CommandLimits,
-    OrderCommand,
+from droneops.fleet.topics import (
     Topics,
-    VehicleCommand,
-    VehicleSnapshot,
-    decode_command,
     default_prefix,
     dumps,
-    ha_discovery,
-    order_payload,
-    parse_order_command,
-    parse_vehicle_command,
-    plan_summary,
     status_payload,
-    validate_id,
 )
 
 log = logging.getLogger("droneops.mqtt")

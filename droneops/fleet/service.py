@@ -34,26 +34,20 @@ import os
 import time
 from typing import Any
 
-from droneops.core.dispatch import recharge_time_s, time_to_drop_s  # noqa: F401  TEMP re-export (issue 9 integration)
-from droneops.core.energy_watch import EnergyWatch, RouteProgress  # noqa: F401  TEMP re-export (issue 9 integration)
 from droneops.errors import UserError
 from droneops.fleet import store as S
-from droneops.fleet.agents import (  # noqa: F401  TEMP re-export (issue 9 integration)
-    NODE_TOLERANCE_M,
-    STATE_INTERVAL_S,
+from droneops.fleet.agents import (
     Agent,
     AgentLinks,
-    VehicleFeed,
-    nearest_node,
 )
 from droneops.fleet.commands import CommandHandler
 from droneops.fleet.config import ServiceConfig
 from droneops.fleet.context import FleetContext, log
 from droneops.fleet.dispatcher import Dispatcher
 from droneops.fleet.mqtt import MqttLink
-from droneops.fleet.orders import OrderBook, plan_from_json  # noqa: F401  TEMP re-export (issue 9 integration)
+from droneops.fleet.orders import OrderBook
 from droneops.fleet.recovery import Recovery
-from droneops.fleet.supervision import Supervisor, drop_item_seq  # noqa: F401  TEMP re-export (issue 9 integration)
+from droneops.fleet.supervision import Supervisor
 from droneops.fleet.topics import CommandLimits, ha_discovery
 
 #: Vehicles one service process can fly: every FlightController is a MAVSDK instance, and
@@ -71,9 +65,9 @@ class FleetService:
 
     def __init__(self, config: ServiceConfig, *, network: Any = None, profile: Any = None) -> None:
         from droneops.core.energy import Wind
-        from droneops.core.network import load_network
         from droneops.core.planner import Planner
-        from droneops.core.vehicle import load_vehicle
+        from droneops.formats.geojson import load_network
+        from droneops.formats.vehicle_toml import load_vehicle
 
         if len(config.vehicles) > MAX_VEHICLES_PER_SERVICE:
             raise UserError(f"{len(config.vehicles)} vehicles: one service process flies at most "

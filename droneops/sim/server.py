@@ -66,7 +66,6 @@ stations that find it set it."""
 DEFAULT_HOST = "127.0.0.1"
 SLOW_TELEMETRY_HZ = 1.0              # SYS_STATUS, BATTERY_STATUS, GPS, EXTENDED_SYS_STATE, ... (sim time)
 MAX_WALL_RATE_HZ = 50.0              # cap on any loop/stream rate after scaling by the speed factor
-MAVLINK_MSG_ID_SET_MODE = 11         # COMMAND_ACK.command answering a SET_MODE message (as PX4 does)
 _MISSION_SERVER_SUCCESS = 1          # MissionRawServerResult
 _MISSION_SERVER_BUSY = 4
 
@@ -477,7 +476,7 @@ class SimVehicle(InterceptMixin, RestoreMixin):
     def _on_set_mode_message(self, sysid: int, compid: int, f: dict) -> None:
         custom = int(f.get("custom_mode") or 0)
         outcome = self._set_mode_from_px4(int(f.get("base_mode") or 0), (custom >> 16) & 0xFF, (custom >> 24) & 0xFF)
-        self._send("COMMAND_ACK", {"command": MAVLINK_MSG_ID_SET_MODE, "result": outcome.result, "progress": 255, "result_param2": 0,
+        self._send("COMMAND_ACK", {"command": mav.MAVLINK_MSG_ID_SET_MODE, "result": outcome.result, "progress": 255, "result_param2": 0,
                                    "target_system": sysid, "target_component": compid}, sysid, compid)
         self._handle_events()
         self._publish_all(force=False)

@@ -385,11 +385,9 @@ class FlightController(TelemetryFollower):
         await self.pause()
         s = self.state
         payload = self._mission.payload_kg if self._mission is not None else 0.0
-        usable = None
-        if not math.isnan(s.battery_pct):
-            usable = (battery_energy_wh(self.profile, s.battery_pct) - self.profile.landing_floor_wh
-                      + self.profile.reserve_wh)   # divert_mission keeps reserve_wh back itself
-        divert = divert_mission(self.network, self.profile, s.lat_deg, s.lon_deg, s.abs_alt_m, payload, usable)
+        battery = None if math.isnan(s.battery_pct) else battery_energy_wh(self.profile, s.battery_pct)
+        divert = divert_mission(self.network, self.profile, s.lat_deg, s.lon_deg, s.abs_alt_m, payload,
+                                battery_wh=battery)
         self._emit("status", phase="diverting", to=divert.to_id, items=len(divert.items))
         from mavsdk.plugins.mission_raw import MissionRawError
 

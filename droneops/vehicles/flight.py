@@ -12,7 +12,7 @@ This module is the public facade of flight control; the code lives in
 plan with the stops in between. Both report per-flight :class:`FlightEvent`\\ s through a callback
 and an async iterator (:meth:`FlightController.events`).
 
-What the code relies on (observed on PX4 v1.16 SITL with MAVSDK 4.1, see the README):
+What the code relies on (observed on PX4 v1.16 SITL with MAVSDK 4.1, see docs/missions.md):
 
 * MAVSDK returns SUCCESS even when PX4 refuses a mode change, so every arm and mode change is
   confirmed from telemetry (armed flag, flight mode) within ``mode_confirm_timeout_s``.
@@ -54,7 +54,6 @@ from droneops.vehicles.flight_types import (
 from droneops.vehicles.payload import PAYLOAD_MASS_PARAM
 from droneops.vehicles.preflight import (
     battery_energy_wh,
-    landing_floor_wh,  # TEMP re-export (issue 9 integration): use VehicleProfile.landing_floor_wh
     observed_speed_factor,
     preflight_problems,
     stop_wait_s,
@@ -63,6 +62,6 @@ from droneops.vehicles.preflight import (
 __all__ = [
     "DEFAULT_CONFIG", "DeliveryReport", "FlightConfig", "FlightController", "FlightError", "FlightEvent",
     "FlightReport", "FollowOutcome", "PAYLOAD_MASS_PARAM", "PreflightError", "VehicleState",
-    "battery_energy_wh", "fly_delivery", "fly_missions", "landing_floor_wh", "observed_speed_factor",
+    "battery_energy_wh", "fly_delivery", "fly_missions", "observed_speed_factor",
     "preflight_problems", "stop_wait_s",
 ]

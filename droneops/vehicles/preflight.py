@@ -24,11 +24,6 @@ def battery_energy_wh(profile: VehicleProfile, battery_pct: float) -> float:
     return max(0.0, battery_pct) / 100.0 * profile.battery_capacity_wh
 
 
-def landing_floor_wh(profile: VehicleProfile) -> float:
-    """TEMP (issue 9 integration): :attr:`VehicleProfile.landing_floor_wh`, the one definition."""
-    return profile.landing_floor_wh
-
-
 def preflight_problems(mission: FlightMission, profile: VehicleProfile, state: VehicleState,
                        config: FlightConfig = DEFAULT_CONFIG) -> list[str]:
     """Why the vehicle must not take off for ``mission`` (empty list = go).

@@ -53,38 +53,7 @@ package's public API. MAVLink numbers and :class:`MissionItem` live in
 This package is pure: no I/O, no asyncio.
 """
 
-# MissionItem is public API here (it lives in droneops.core.mavlink). The MAVLink numbers
-# imported with it are TEMP re-exports (issue 9 integration): they moved to droneops.core.mavlink
-# and callers (formats/qgc.py, tests) still import them from here; see "TEMP" in __all__.
-from droneops.core.mavlink import (  # noqa: I001
-    COMMAND_NAMES,
-    DEG_E7,
-    GLOBAL_FRAMES,
-    GRIPPER_ACTION_RELEASE,
-    GRIPPER_INSTANCE,
-    MAV_CMD_DO_CHANGE_SPEED,
-    MAV_CMD_DO_GRIPPER,
-    MAV_CMD_NAV_DELAY,
-    MAV_CMD_NAV_FENCE_POLYGON_VERTEX_EXCLUSION,
-    MAV_CMD_NAV_FENCE_POLYGON_VERTEX_INCLUSION,
-    MAV_CMD_NAV_LAND,
-    MAV_CMD_NAV_RALLY_POINT,
-    MAV_CMD_NAV_RETURN_TO_LAUNCH,
-    MAV_CMD_NAV_TAKEOFF,
-    MAV_CMD_NAV_WAYPOINT,
-    MAV_FRAME_GLOBAL,
-    MAV_FRAME_GLOBAL_INT,
-    MAV_FRAME_GLOBAL_RELATIVE_ALT,
-    MAV_FRAME_GLOBAL_RELATIVE_ALT_INT,
-    MAV_FRAME_MISSION,
-    POSITION_COMMANDS,
-    PX4_DOWNLOAD_FRAME,
-    SPEED_TYPE_GROUND,
-    MissionItem,
-)
-from droneops.core.mavlink import MAV_MISSION_TYPE_FENCE as MISSION_TYPE_FENCE
-from droneops.core.mavlink import MAV_MISSION_TYPE_MISSION as MISSION_TYPE_MISSION
-from droneops.core.mavlink import MAV_MISSION_TYPE_RALLY as MISSION_TYPE_RALLY
+from droneops.core.mavlink import MissionItem
 from droneops.core.mission.build import (
     RoutePoint,
     build_checked_missions,
@@ -113,23 +82,10 @@ from droneops.core.mission.types import (
 )
 from droneops.core.planner import ALT_EPS_M, DivertOption
 
-# TEMP aliases (issue 9 integration): bench/bench_mission.py uses the old private helper names.
-_nav = nav_item
-_cmd = command_item
-_numbered = numbered
-
 __all__ = [
     "ALT_EPS_M", "DEFAULT_LIMITS", "DivertOption", "FlightMission", "MissionCheckError", "MissionError",
     "MissionItem", "MissionLimits", "RoutePoint", "altitudes_on_route", "build_checked_missions",
     "build_missions", "check_mission", "command_item", "compare_items", "divert_mission", "divert_options",
     "edge_agl_m", "edge_cruise_alt_m", "flight_points", "geofence_items", "group_flights",
     "mission_items_for_flight", "nav_item", "numbered", "rally_items", "route_points", "summarize",
-    # TEMP (MAVLink numbers, see above)
-    "COMMAND_NAMES", "DEG_E7", "GLOBAL_FRAMES", "GRIPPER_ACTION_RELEASE", "GRIPPER_INSTANCE",
-    "MAV_CMD_DO_CHANGE_SPEED", "MAV_CMD_DO_GRIPPER", "MAV_CMD_NAV_DELAY",
-    "MAV_CMD_NAV_FENCE_POLYGON_VERTEX_EXCLUSION", "MAV_CMD_NAV_FENCE_POLYGON_VERTEX_INCLUSION",
-    "MAV_CMD_NAV_LAND", "MAV_CMD_NAV_RALLY_POINT", "MAV_CMD_NAV_RETURN_TO_LAUNCH", "MAV_CMD_NAV_TAKEOFF",
-    "MAV_CMD_NAV_WAYPOINT", "MAV_FRAME_GLOBAL", "MAV_FRAME_GLOBAL_INT", "MAV_FRAME_GLOBAL_RELATIVE_ALT",
-    "MAV_FRAME_GLOBAL_RELATIVE_ALT_INT", "MAV_FRAME_MISSION", "MISSION_TYPE_FENCE", "MISSION_TYPE_MISSION",
-    "MISSION_TYPE_RALLY", "POSITION_COMMANDS", "PX4_DOWNLOAD_FRAME", "SPEED_TYPE_GROUND",
 ]

@@ -31,11 +31,6 @@ from droneops.core.planner.labels import Query
 from droneops.core.planner.plan import Leg, Plan, Stop
 from droneops.core.planner.search import OBJECTIVES, Planner, plan_delivery, planner_for
 
-# TEMP re-exports (issue 9 integration): bench/bench_planner.py imports the old private names.
-_PhaseCosts = PhaseCosts
-_Query = Query
-_Topology = Topology
-
 __all__ = [
     "ALT_EPS_M", "OBJECTIVES", "RETURN_ANY", "RETURN_ORIGIN", "STOP_TRACKS_DEG",
     "CostModel", "DivertError", "DivertOption", "Leg", "PhaseCosts", "Plan", "Planner", "Query", "Stop",

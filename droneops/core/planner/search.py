@@ -19,7 +19,7 @@ import numpy as np
 from droneops.core.energy import Wind
 from droneops.core.network import Network
 from droneops.core.planner import divert
-from droneops.core.planner.costs import CostModel, PhaseCosts
+from droneops.core.planner.costs import CostModel
 from droneops.core.planner.divert import DivertOption
 from droneops.core.planner.explain import RETURN_ANY, RETURN_ORIGIN, explain, rebuild
 from droneops.core.planner.labels import (
@@ -77,26 +77,6 @@ class Planner(CostModel):
     The costs (and ``floor_wh``, ``capacity_wh``) are the :class:`CostModel`'s; in-flight diverts
     to a recharge node are :meth:`divert_options` / :meth:`divert` (:mod:`droneops.core.planner.divert`).
     """
-
-    # TEMP aliases (issue 9 integration): bench/bench_planner.py reads these private names;
-    # the public ones are CostModel.phase_costs / swap_s / charge_w / recharge and validate.
-    def _phase_costs(self, payload_kg: float, wind: Wind) -> PhaseCosts:
-        return self.phase_costs(payload_kg, wind)
-
-    @property
-    def _swap_s(self) -> list[float | None]:
-        return self.swap_s
-
-    @property
-    def _charge_w(self) -> list[float]:
-        return self.charge_w
-
-    @property
-    def _recharge(self) -> tuple[int, ...]:
-        return self.recharge
-
-    def _validate(self, *args, **kwargs) -> Query:
-        return self.validate(*args, **kwargs)
 
     # -- validation --------------------------------------------------------------------------
 
