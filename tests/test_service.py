@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import math
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -259,6 +260,11 @@ async def connected(svc, n: int) -> None:
                      "vehicles connected")
 
 
+async def all_free(svc) -> None:
+    """Every vehicle can take an order now (connected, telemetry says on the ground, at a node)."""
+    await wait_until(lambda: all(a.available(time.time()) for a in svc.agents.values()), 30, "vehicles free")
+
+
 # --- end to end -------------------------------------------------------------------------------
 
 
@@ -269,6 +275,7 @@ async def test_orders_flown_to_completion(mosquitto, tmp_path, make_sim_vehicle,
     async with running(mosquitto, tmp_path, [("v1", v1, "D"), ("v2", v2, "S")], net, quad7) as svc, \
             Subscriber(mosquitto, "station-S01", f"{p}/#") as st:
         await connected(svc, 2)
+        await all_free(svc)   # else the first order may go to the only vehicle free yet
         c1 = await send(st, f"{p}/cmd/order", {"to": "P1", "payload_kg": 1.0, "order_id": "st1-1"})
         c2 = await send(st, f"{p}/cmd/order", {"to": "P2", "payload_kg": 2.0, "order_id": "st1-2", "priority": 8})
         r1, r2 = await reply_for(st, c1), await reply_for(st, c2)
