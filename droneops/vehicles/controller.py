@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -38,6 +39,9 @@ from droneops.vehicles.telemetry import TelemetryFollower
 if TYPE_CHECKING:  # pragma: no cover
     from droneops.core.network import Network
     from droneops.core.vehicle import VehicleProfile
+
+
+log = logging.getLogger(__name__)
 
 
 class FlightController(TelemetryFollower):
@@ -151,8 +155,8 @@ class FlightController(TelemetryFollower):
             if plugin is not None:
                 try:
                     plugin.destroy()
-                except Exception:
-                    pass
+                except Exception:   # teardown goes on; the failure is logged, not raised
+                    log.warning("releasing a MAVSDK plugin failed on %s", self.url, exc_info=True)
         self._mission_raw = self._action = self._telemetry = None
         self._system = None
         if self._mavsdk is not None:
