@@ -30,13 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
             "every PX4 process. PX4 is not built here: point PX4_DIR (or --px4-dir) at your own "
             "px4_sitl_default build folder or PX4 source root. Instance N has MAVLink system id N+1 "
             "and sends to udp port 14540+N on 127.0.0.1 (connect with udpin://127.0.0.1:14540+N); "
-            "every instance's GCS link goes to udp 14550 (QGroundControl).", width=90),
+            "every instance's GCS link goes to udp 14550 (QGroundControl) or to --gcs-port: one port for "
+            "all instances, so that one fleet-service connection (udpin://127.0.0.1:PORT) reaches them all, "
+            "told apart by system id.", width=90),
         epilog=(
             "examples:\n"
             "  export PX4_DIR=~/PX4-Autopilot/build/px4_sitl_default\n"
             "  python -m sitl --network missions/huadu.geojson --at depot,shiling -n 2 --speed-factor 5\n"
             "  python -m sitl --network huadu --at depot --param MIS_DIST_1WP=500 --log-dir px4-logs\n"
             "  python -m sitl --list-params --vehicle quad7       # what would be set, and why\n"
+            "  python -m sitl --network huadu --at depot,shiling -n 4 --gcs-port 14560   # one shared link\n"
             "then, in another shell:\n"
             "  droneops fly --connect udpin://127.0.0.1:14540 --network huadu --from depot --to P01"
         ),
@@ -56,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "robust on a busy machine, 10x costs about one CPU core per instance)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="set any other PX4 parameter at start (repeatable), e.g. --param MIS_DIST_1WP=500")
+    p.add_argument("--gcs-port", type=int, default=14550, metavar="PORT",
+                   help="UDP port on 127.0.0.1 every instance's GCS link sends to (default 14550); a fleet "
+                        "service connects udpin://127.0.0.1:PORT once, with system_id = instance + 1")
     p.add_argument("--px4-dir", metavar="DIR", help="PX4 build folder or source root (default: $PX4_DIR)")
     p.add_argument("--log-dir", metavar="DIR",
                    help="keep each instance's PX4 console output here (px4-K-NODE.log)")
@@ -125,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
         log_subscribe(lambda *_: True)
     fleet = Px4Fleet(network, at, args.count, log_dir=args.log_dir, px4_dir=build, profile=profile,
-                     speed_factor=args.speed_factor, params=overrides)
+                     speed_factor=args.speed_factor, params=overrides, gcs_port=args.gcs_port)
     for v in fleet:
         v.ready_timeout_s = args.ready_timeout_s
     print(f"sitl: starting {len(fleet)} PX4 instance(s) from {build} at speed factor {args.speed_factor:g}",
@@ -148,8 +154,9 @@ def _serve(fleet, args: argparse.Namespace, t0: float) -> int:
                            "url": r["url"], "lat_deg": f"{r['lat_deg']:.6f}", "lon_deg": f"{r['lon_deg']:.6f}",
                            "ground_alt_m": f"{r['ground_alt_m']:.1f}"} for r in rows])
         sys.stdout.flush()
-        print(f"sitl: ready after {time.monotonic() - t0:.1f} s; QGroundControl: listen on udp 14550; "
-              f"Ctrl-C stops", file=sys.stderr)
+        print(f"sitl: ready after {time.monotonic() - t0:.1f} s; every GCS link on udp {args.gcs_port} "
+              f"(one shared connection udpin://127.0.0.1:{args.gcs_port}, system ids "
+              f"{', '.join(str(r['system_id']) for r in rows)}); Ctrl-C stops", file=sys.stderr)
         started = time.monotonic()
         while args.duration_s is None or time.monotonic() - started < args.duration_s:
             dead = [v for v in fleet if not v.running]

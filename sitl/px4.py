@@ -15,7 +15,9 @@ configured entirely through PX4's start-up environment:
 
 Instance ``N`` (0..9) has MAVLink system id ``N + 1``; its API link sends to UDP ``14540 + N``
 on localhost (connect with ``udpin://127.0.0.1:14540+N``, :attr:`Px4Sitl.url`); PX4 binds the
-UDP ports of :func:`instance_ports` on 0.0.0.0 and sends its GCS link to 14550. A free instance
+UDP ports of :func:`instance_ports` on 0.0.0.0 and sends its GCS link to 14550, or to ``gcs_port``
+(:attr:`Px4Sitl.gcs_url`): every instance's GCS link on one port is ONE connection for the fleet
+service, the instances told apart by system id (:func:`gcs_link_script`). A free instance
 is picked unless one is given: PX4's own lock ``/tmp/px4_lock-N`` is free, none of the ports is
 taken, and no other droneops launcher holds ``<tmp>/droneops-px4-N.lock``.
 
@@ -71,6 +73,26 @@ PORT_BASES = {"api_local": 14580, "gcs_local": 18570, "payload_local": 14280, "g
 """UDP ports PX4 binds on 0.0.0.0 for instance N (base + N), from PX4's ``px4-rc.mavlink``."""
 
 GCS_REMOTE_PORT = 14550        # every instance sends its GCS link here (QGroundControl)
+RC_DIR = "droneops-rc"         # in an instance's working directory: our px4-rc.mavlink (gcs_port)
+GCS_LINK_LINE = "mavlink start -x -u $udp_gcs_port_local -r 4000000 -f"
+"""How PX4 v1.16's ``px4-rc.mavlink`` starts the GCS link (no ``-o``: it sends to 14550)."""
+
+
+def gcs_link_script(build: Path, gcs_port: int) -> str:
+    """The build's ``px4-rc.mavlink`` with the GCS link sent to ``gcs_port`` (``-o``) instead of 14550.
+
+    PX4's ``rcS`` sources ``px4-rc.mavlink`` through ``PATH`` ("user defined mavlink streams for
+    instances can be in PATH"), so an instance started with this file's folder early in ``PATH``
+    runs it instead of the build's. Raises :class:`Px4Error` when the build starts its GCS link
+    differently (another PX4 version)."""
+    stock = (build / "etc" / "init.d-posix" / "px4-rc.mavlink").read_text()
+    lines = stock.splitlines()
+    hits = [i for i, line in enumerate(lines) if line.strip() == GCS_LINK_LINE]
+    if len(hits) != 1:
+        raise Px4Error(f"{build}/etc/init.d-posix/px4-rc.mavlink does not start the GCS link with "
+                       f"{GCS_LINK_LINE!r}: cannot redirect it to port {gcs_port}")
+    lines[hits[0]] = f"{GCS_LINK_LINE} -o {gcs_port}"
+    return "\n".join(lines) + "\n"
 
 PARAM_LIMITS = {
     "MPC_XY_CRUISE": (3.0, 20.0), "MPC_XY_VEL_MAX": (0.0, 20.0), "MPC_Z_VEL_MAX_UP": (0.5, 8.0),
@@ -389,6 +411,9 @@ class Px4Sitl:
     ``instance`` None picks a free one. ``speed_factor`` > 1 runs SIH faster than real time
     (lockstep: a loaded machine slows the simulation down, it does not break it; 10x costs
     about one core). ``log_path``: keep the PX4 console output there after stopping.
+    ``gcs_port``: the UDP port on 127.0.0.1 PX4's GCS link sends to (default 14550, where
+    QGroundControl listens); give every instance the same one and connect the fleet service's
+    one shared URL :attr:`gcs_url` there (system id :attr:`system_id`).
     """
 
     ready_timeout_s: float = 60.0
@@ -404,7 +429,7 @@ class Px4Sitl:
                  speed_factor: float = 1.0, profile: VehicleProfile | None = None,
                  params: Mapping[str, int | float] | None = None, model: str = DEFAULT_MODEL,
                  log_path: str | os.PathLike | None = None, name: str = "", ulog: bool = False,
-                 verify_params: bool = True):
+                 verify_params: bool = True, gcs_port: int = GCS_REMOTE_PORT):
         if not (-90.0 <= lat_deg <= 90.0 and -180.0 <= lon_deg <= 180.0):
             raise UserError(f"home position ({lat_deg}, {lon_deg}) is not a WGS-84 latitude, longitude")
         if not (math.isfinite(speed_factor) and speed_factor > 0):
@@ -417,6 +442,9 @@ class Px4Sitl:
         self.name = name
         self.ulog = ulog
         self.verify_params = verify_params
+        if not 1 <= gcs_port <= 65535:
+            raise UserError(f"GCS port must be a UDP port 1..65535, got {gcs_port}")
+        self.gcs_port = int(gcs_port)
         self.log_path = Path(log_path) if log_path is not None else None
         self.params = check_params(self.build, merge_params(delivery_params(profile, self.speed_factor, ulog),
                                                             params))
@@ -452,6 +480,11 @@ class Px4Sitl:
         return f"udpin://127.0.0.1:{API_PORT_BASE + self.instance}"
 
     @property
+    def gcs_url(self) -> str:
+        """MAVSDK URL of the GCS link, shared by every instance with the same :attr:`gcs_port`."""
+        return f"udpin://127.0.0.1:{self.gcs_port}"
+
+    @property
     def ports(self) -> dict[str, int]:
         self._require_instance()
         return instance_ports(self.instance)
@@ -478,6 +511,9 @@ class Px4Sitl:
             env["PX4_SIM_SPEED_FACTOR"] = f"{self.speed_factor:g}"
         for p in self.params:
             env[f"PX4_PARAM_{p.name}"] = p.env_value()
+        if self.gcs_port != GCS_REMOTE_PORT and self.workdir is not None:
+            # rcS sources px4-rc.mavlink through PATH, ahead of etc/init.d-posix: ours comes first
+            env["PATH"] = f"{self.workdir / RC_DIR}:{env.get('PATH', os.defpath)}"
         return env
 
     def command(self) -> list[str]:
@@ -502,6 +538,9 @@ class Px4Sitl:
         self.instance = self._reservation.instance
         self.workdir = Path(tempfile.mkdtemp(prefix=f"droneops-px4-i{self.instance}-"))
         self.console_path = self.workdir / "console.log"
+        if self.gcs_port != GCS_REMOTE_PORT:
+            (self.workdir / RC_DIR).mkdir()
+            (self.workdir / RC_DIR / "px4-rc.mavlink").write_text(gcs_link_script(self.build, self.gcs_port))
         self._console = open(self.console_path, "wb")
         try:
             self._proc = subprocess.Popen(self.command(), cwd=self.workdir, env=self.environment(),
@@ -688,7 +727,7 @@ class Px4Sitl:
     def describe(self) -> dict:
         """What a user needs to connect: name, instance, system id, URL, home."""
         return {"name": self.name, "instance": self.instance, "system_id": self.system_id, "url": self.url,
-                "lat_deg": self.lat_deg, "lon_deg": self.lon_deg, "ground_alt_m": self.ground_alt_m,
+                "gcs_url": self.gcs_url, "lat_deg": self.lat_deg, "lon_deg": self.lon_deg, "ground_alt_m": self.ground_alt_m,
                 "pid": self.pid}
 
 

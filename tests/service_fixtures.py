@@ -62,9 +62,10 @@ def write_network(path: Path) -> Path:
     return path
 
 
-def service_toml(broker, network_path: Path, store_path: Path, vehicles: list[tuple[str, str, str]], *,
+def service_toml(broker, network_path: Path, store_path: Path, vehicles: list[tuple], *,
                  time_scale: float, extra_service: str = "", extra_mqtt: str = "") -> str:
-    """A ``droneops serve`` config for the test broker (service account, fleet of the broker)."""
+    """A ``droneops serve`` config for the test broker (service account, fleet of the broker).
+    ``vehicles``: (id, url, home) or (id, url, home, system_id) tuples."""
     lines = ["[service]", f'network = "{network_path}"', 'vehicle = "quad7"', f'store = "{store_path}"',
              f"time_scale = {time_scale}", extra_service,
              "[mqtt]", f'host = "{broker.host}"', f"port = {broker.port}", f'fleet = "{broker.fleet}"',
@@ -72,8 +73,9 @@ def service_toml(broker, network_path: Path, store_path: Path, vehicles: list[tu
              'client_id = "droneops-service-test"', "reconnect_min_s = 0.1", "reconnect_max_s = 1.0",
              "keepalive_s = 5", extra_mqtt,
              "[flight]", "connect_timeout_s = 20", "link_timeout_s = 3"]
-    for vid, url, home in vehicles:
+    for vid, url, home, *system_id in vehicles:
         lines += ["[[vehicles]]", f'id = "{vid}"', f'url = "{url}"', f'home = "{home}"']
+        lines += [f"system_id = {system_id[0]}"] if system_id else []
     return "\n".join(lines) + "\n"
 
 
@@ -172,3 +174,34 @@ class ArmCounter:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+class SimProcess:
+    """``python -m droneops sim ... --json`` as a child process: :meth:`start` returns its vehicle
+    rows ({vehicle, url, system_id, home}) once every vehicle is up."""
+
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.args = args
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    async def start(self, timeout_s: float = 120.0) -> list[dict]:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "droneops", "sim", *self.args, "--json"],
+                                     stdout=subprocess.PIPE, stderr=self._log, env=env, cwd=str(REPO))
+        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout_s)
+        if not line:
+            raise AssertionError(f"droneops sim ended before it was up: {self.log_path.read_text()[-2000:]}")
+        return json.loads(line)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        with contextlib.suppress(Exception):
+            self._log.close()

@@ -390,6 +390,27 @@ def test_launch_environment_and_command(tmp_path, monkeypatch):
         sitl_px4.reserve_instance(10)
 
 
+def test_gcs_link_redirected_to_one_shared_port(tmp_path):
+    """``gcs_port``: the build's px4-rc.mavlink with ``-o PORT`` on the GCS link, found through PATH."""
+    build = _fake_build(tmp_path, _param_defs(sitl_px4.delivery_params()))
+    rc = build / "etc" / "init.d-posix" / "px4-rc.mavlink"
+    rc.write_text("udp_gcs_port_local=$((18570+px4_instance))\n"
+                  "mavlink start -x -u $udp_gcs_port_local -r 4000000 -f\n"
+                  "mavlink stream -r 50 -s GLOBAL_POSITION_INT -u $udp_gcs_port_local\n")
+    script = sitl_px4.gcs_link_script(build, 14601)
+    assert script.splitlines()[1] == "mavlink start -x -u $udp_gcs_port_local -r 4000000 -f -o 14601"
+    assert script.splitlines()[2] == "mavlink stream -r 50 -s GLOBAL_POSITION_INT -u $udp_gcs_port_local"
+    px4 = sitl_px4.Px4Sitl(23.4, 113.2, 20.0, px4_dir=build, gcs_port=14601)
+    assert px4.gcs_url == "udpin://127.0.0.1:14601"
+    px4.workdir = tmp_path / "work"
+    assert px4.environment()["PATH"].split(":")[0] == str(tmp_path / "work" / sitl_px4.RC_DIR)
+    assert "PATH" not in {k for k, v in sitl_px4.Px4Sitl(23.4, 113.2, 20.0, px4_dir=build).environment().items()
+                          if v != os.environ.get(k)}
+    rc.write_text("mavlink start -x -u 18570 -r 4000000\n")
+    with pytest.raises(sitl_px4.Px4Error, match="does not start the GCS link"):
+        sitl_px4.gcs_link_script(build, 14601)
+
+
 def test_launch_failure_is_reported_with_the_console(tmp_path):
     """A 'PX4' that exits at once: a Px4Error naming the exit and keeping the console log."""
     build = _fake_build(tmp_path, _param_defs(sitl_px4.delivery_params()))
@@ -460,3 +481,67 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+# --- two PX4 instances through one fleet service over ONE shared connection --------------------
+
+
+@pytest.mark.px4
+async def test_two_px4_instances_fly_through_one_service_over_one_shared_url(mosquitto, tmp_path):
+    """Both instances' GCS links go to one UDP port (``gcs_port``); the fleet service opens that
+    one URL and tells the two autopilots apart by system id; two orders over MQTT fly at once."""
+    import time
+
+    from droneops.fleet.config import ServiceConfig, VehicleConfig
+    from droneops.fleet.mqtt import MqttSettings
+    from droneops.fleet.service import FleetService
+    from droneops.sim.server import free_udp_port
+    from mqtt_broker import Subscriber
+    from service_fixtures import order_state, reply_for, send, wait_until
+
+    try:
+        sitl_px4.find_build()
+    except sitl_px4.Px4NotFound as exc:
+        pytest.skip(str(exc))
+    factor = float(os.environ.get("DRONEOPS_PX4_SPEED_FACTOR", "5"))
+    port = free_udp_port()
+    fleet = sitl_px4.Px4Fleet(NET, ["D", "S"], profile=PROFILE, speed_factor=factor, gcs_port=port,
+                              log_dir=tmp_path)
+    await fleet.start()
+    try:
+        urls = {v.gcs_url for v in fleet}
+        assert urls == {f"udpin://127.0.0.1:{port}"}
+        netfile = tmp_path / "net.geojson"
+        netfile.write_text(json.dumps(network_geojson()))
+        cfg = ServiceConfig(
+            network=str(netfile), vehicle="quad7", store_path=tmp_path / "fleet.db",
+            mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port, fleet=mosquitto.fleet,
+                              username="droneops-service", password=mosquitto.users["droneops-service"],
+                              client_id="svc-px4", reconnect_min_s=0.1, reconnect_max_s=0.5, keepalive_s=5),
+            vehicles=tuple(VehicleConfig(f"px4-{v.system_id}", v.gcs_url, v.name, v.system_id) for v in fleet),
+            flight={"connect_timeout_s": 30.0, "link_timeout_s": 3.0}, time_scale=factor)
+        svc = FleetService(cfg, network=NET, profile=PROFILE)
+        stop = asyncio.Event()
+        task = asyncio.create_task(svc.run(stop))
+        p = mosquitto.prefix
+        try:
+            await wait_until(lambda: all(a.available(time.time()) for a in svc.agents.values()), 90,
+                             "both PX4 instances connected and free")
+            assert svc.ctx.mavlink.urls == [f"udpin://127.0.0.1:{port}"]
+            assert svc.ctx.mavlink.systems_seen(f"udpin://127.0.0.1:{port}") == sorted(v.system_id for v in fleet)
+            assert {a.id: a.node for a in svc.agents.values()} == {f"px4-{v.system_id}": v.name for v in fleet}
+            async with Subscriber(mosquitto, "station-S01", f"{p}/orders/+", f"{p}/reply/station-S01/#") as st:
+                for order_id, to in (("px4-a", "A"), ("px4-p", "P")):
+                    r = await reply_for(st, await send(st, f"{p}/cmd/order", {"to": to, "payload_kg": PAYLOAD_KG,
+                                                                             "order_id": order_id}), 30)
+                    assert r["ok"], r
+                await wait_until(lambda: all(a.flying() for a in svc.agents.values()), 90, "both flying at once")
+                done = [await order_state(st, oid, {"completed", "failed", "aborted"}, 240)
+                        for oid in ("px4-a", "px4-p")]
+            assert [d["state"] for d in done] == ["completed", "completed"], done
+            assert {d["vehicle_id"] for d in done} == {f"px4-{v.system_id}" for v in fleet}
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 60)
+    finally:
+        await fleet.stop()

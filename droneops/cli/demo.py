@@ -162,7 +162,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--network", default="huadu", metavar="FILE|NAME",
                    help="village network (default: the shipped huadu district)")
     p.add_argument("--vehicle", default="quad7", metavar="PROFILE", help="vehicle profile (default quad7)")
-    p.add_argument("--vehicles", type=int, default=5, metavar="N", help="simulated vehicles, 1..16 (default 5)")
+    p.add_argument("--vehicles", type=int, default=5, metavar="N", help="simulated vehicles, 1..253, all on one shared MAVLink port (default 5)")
     p.add_argument("--orders", type=int, default=6, metavar="N", help="valid orders to submit (default 6)")
     p.add_argument("--speed-factor", type=float, default=60.0, metavar="X",
                    help="simulated time runs X times faster than the wall clock, 1..200 (default 60)")
@@ -255,14 +255,15 @@ class DemoSetup:
 def prepare_demo(opts: DemoOptions) -> DemoSetup:
     """Check the options, load network and profile, lay out the fleet and pick the orders."""
     from droneops.core.planner import Planner
-    from droneops.fleet.service import MAX_VEHICLES_PER_SERVICE
     from droneops.fleet.topics import default_prefix
     from droneops.formats.geojson import load_network
     from droneops.formats.vehicle_toml import load_vehicle
     from droneops.sim.vehicle import FleetSpec
+    from droneops.vehicles.link import MAX_SYSTEMS_PER_LINK
 
-    if not 1 <= opts.vehicles <= MAX_VEHICLES_PER_SERVICE:
-        raise UserError(f"--vehicles must be 1..{MAX_VEHICLES_PER_SERVICE}, got {opts.vehicles}")
+    # every vehicle on one shared UDP port (one MAVLink connection of the service): one link's ids
+    if not 1 <= opts.vehicles <= MAX_SYSTEMS_PER_LINK:
+        raise UserError(f"--vehicles must be 1..{MAX_SYSTEMS_PER_LINK}, got {opts.vehicles}")
     if not 1 <= opts.orders <= 100:
         raise UserError(f"--orders must be 1..100, got {opts.orders}")
     if not (math.isfinite(opts.speed_factor) and 1 <= opts.speed_factor <= 200):
@@ -270,7 +271,7 @@ def prepare_demo(opts: DemoOptions) -> DemoSetup:
     network = load_network(opts.network)
     profile = load_vehicle(opts.vehicle)
     spec = FleetSpec(vehicle=opts.vehicle, network=opts.network, count=opts.vehicles,
-                     base_port=free_udp_block(opts.vehicles), speed_factor=opts.speed_factor)
+                     shared_port=free_udp_block(1), speed_factor=opts.speed_factor)
     spec.check(network)
     table = spec.table(network)
     planner = Planner(network, profile)
@@ -357,7 +358,8 @@ class _DemoRun:
                                 protocol=setup.protocol, reconnect_min_s=0.2, reconnect_max_s=2.0)
         store_path = Path(opts.store) if opts.store else self.workdir / "fleet.db"
         config = ServiceConfig(network=opts.network, vehicle=opts.vehicle, store_path=store_path, mqtt=settings,
-                               vehicles=tuple(VehicleConfig(r["vehicle"], r["url"], r["home"]) for r in setup.table),
+                               vehicles=tuple(VehicleConfig(r["vehicle"], r["url"], r["home"], r["sysid"])
+                                              for r in setup.table),
                                time_scale=opts.speed_factor)
         service = FleetService(config, network=setup.network, profile=setup.profile)
         self.service_task = asyncio.create_task(service.run(self.service_stop), name="service")

@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "  droneops sim --network huadu                       # one vehicle at the depot, port 14540\n"
             "  droneops sim --network yunnan --at depot --port 14540 --speed-factor 10\n"
             "  droneops sim --network huadu --vehicles 20 --vehicle quad7 --wind 6@90\n"
+            "  droneops sim --network huadu --vehicles 400 --shared-port 14550   # ports 14550, 14551\n"
             "  droneops sim --network huadu --refuse-arming      # test a ground station's error path\n"
             "  droneops sim --network huadu --link-loss 30+10    # no link from t=30 s to t=40 s"
         ),
@@ -46,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="node ids to spawn at, round-robin (default: every depot and station)")
     p.add_argument("--base-port", "--port", dest="base_port", type=int, default=14540, metavar="PORT",
                    help="UDP port of vehicle 1; vehicle i uses PORT+i-1 (default 14540, like PX4 SITL)")
+    p.add_argument("--shared-port", type=int, default=None, metavar="P",
+                   help="send many vehicles to ONE port instead: vehicles 1..253 to P with system ids 1, 2, ... "
+                        "(245, the ground station's, skipped), the next ones to P+1 with ids from 1 again; "
+                        "a ground station connects udpin://127.0.0.1:P and tells them apart by system id")
+    p.add_argument("--json", action="store_true",
+                   help="print the vehicles as a JSON list of {vehicle, url, system_id, home} instead of a table")
     p.add_argument("--vehicle", default="quad7", metavar="NAME",
                    help="vehicle profile name (quad7, m100) or path to a .toml (default quad7)")
     p.add_argument("--speed-factor", type=float, default=1.0, metavar="F",
@@ -86,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                      base_port=args.base_port, speed_factor=args.speed_factor, wind=args.wind,
                      payload_kg=args.payload_kg, reset_on_disarm=not args.no_battery_reset,
                      refuse_arming=args.refuse_arming, battery_drain_factor=args.battery_drain_factor,
-                     link_loss=link_loss)
+                     link_loss=link_loss, shared_port=args.shared_port)
     spec.check(network)
     quiet_mavsdk_log(args.verbose)
     _run_until_stopped(args, spec, network, profile, link_loss)
@@ -97,9 +104,13 @@ def run(args: argparse.Namespace) -> int:
 def _check_options(args: argparse.Namespace) -> tuple[float, float] | None:
     """Raise UserError for out-of-range options; return ``--link-loss`` as (start_s, duration_s)."""
     from droneops.core.energy import Wind
+    from droneops.sim.fleet import LINK_SYSTEM_IDS
+    from droneops.vehicles.link import MAX_LINKS_PER_PROCESS
 
-    if not 1 <= args.vehicles <= 254:
-        raise UserError(f"--vehicles must be 1..254, got {args.vehicles}")
+    most = 254 if args.shared_port is None else MAX_LINKS_PER_PROCESS * len(LINK_SYSTEM_IDS)
+    if not 1 <= args.vehicles <= most:
+        raise UserError(f"--vehicles must be 1..{most}{' with --shared-port' if args.shared_port else ''}, "
+                        f"got {args.vehicles}")
     for name, value, low in (("--speed-factor", args.speed_factor, 0.0), ("--payload-kg", args.payload_kg, None),
                              ("--battery-drain-factor", args.battery_drain_factor, None)):
         if not math.isfinite(value) or value < 0 or (low is not None and value <= low):
@@ -138,11 +149,21 @@ def _run_until_stopped(args: argparse.Namespace, spec: Any, network: Any, profil
         nonlocal started
         started = time.monotonic()   # --duration-s counts from here
         rows = spec.table(network)
-        _print_table(rows)
+        if args.json:
+            import json
+
+            print(json.dumps([{"vehicle": r["vehicle"], "url": r["url"], "system_id": r["sysid"], "home": r["home"]}
+                              for r in rows]))
+            sys.stdout.flush()
+        else:
+            _print_table(rows)
         shards = len(spec.shards())
         print(f"droneops sim: {len(rows)} {profile.name} vehicle(s) on {network.name or args.network}"
               + (f" in {shards} processes" if shards > 1 else "")
               + f", speed factor {args.speed_factor:g}; Ctrl-C stops", file=sys.stderr)
+        for url in sorted({r["url"] for r in rows}) if args.shared_port is not None else ():
+            ids = [r["sysid"] for r in rows if r["url"] == url]
+            print(f"droneops sim: {url}: {len(ids)} vehicles, system ids {ids[0]}..{ids[-1]}", file=sys.stderr)
         if link_loss:
             print(f"droneops sim: link loss planned {link_loss[0]:g}..{sum(link_loss):g} s", file=sys.stderr)
 

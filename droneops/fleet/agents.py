@@ -198,7 +198,8 @@ class AgentLinks:
 
         while not ctx.stopping:
             controller = FlightController(agent.cfg.url, ctx.profile, ctx.flight_config, on_event=on_event,
-                                          network=ctx.network)
+                                          network=ctx.network, system_id=agent.cfg.system_id,
+                                          links=ctx.mavlink)
             try:
                 await controller.connect()
             except FlightError as exc:

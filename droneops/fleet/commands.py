@@ -6,10 +6,16 @@ Errors: a command the service cannot accept gets ``{"ok": false, "error": {"code
 :class:`droneops.fleet.topics.CommandError`, ``conflict``, ``infeasible``, ``not_flying``,
 ``refused`` when the vehicle refused the action). An unexpected exception (a bug) is logged
 with its traceback and answered with ``internal_error``; it is never passed off as a refusal.
+
+Orders are handled concurrently, each in its own task, so the MQTT reader never waits for one:
+an order is stored (awaited: group commit, durable before anything else happens), published,
+planned by the planner workers, and answered only after its planned/rejected state is
+committed. A burst of orders is one batch of commits, not one fsync per order on the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +69,7 @@ class CommandHandler:
             self.ctx.log.warning("ignoring a retained command on %s (commands must not be retained)", cmd.topic)
             return
         if kind[0] == "order":
-            await self.order_command(cmd)
+            self.ctx.spawn(self.order_command(cmd), "order-command")
         else:
             self.ctx.spawn(self.vehicle_command(cmd, kind[1] or ""), "vehicle-command")
 
@@ -71,14 +77,13 @@ class CommandHandler:
         """Reply ``ok: false`` with ``err`` and publish a ``command_rejected`` event."""
         body = {"ok": False, "command": command, "error": err.to_json(), **extra}
         self.ctx.link.reply(cmd, body)
-        self.ctx.event("command_rejected", command=command, topic=cmd.topic, code=err.code, message=err.message,
-                       **extra)
+        self.orders.event("command_rejected", command=command, topic=cmd.topic, code=err.code,
+                          message=err.message, **extra)
 
     # --- cmd/order ------------------------------------------------------------------------------
 
     async def order_command(self, cmd: IncomingCommand) -> None:
         """Validate, store (idempotent on ``order_id``), plan, reply."""
-        ctx = self.ctx
         try:
             oc = parse_order_command(cmd.payload, self.limits)
         except CommandError as err:
@@ -86,8 +91,19 @@ class CommandHandler:
             self.reject(cmd, "order", err, **({"order_id": oid} if oid else {}))
             return
         order_id = oc.order_id or f"o-{uuid.uuid4().hex[:12]}"
+        while order_id in self.orders.planning:   # the same id is being stored and planned right now:
+            await self.orders.planning[order_id].wait()   # a retry then gets its planned state
+        done = self.orders.planning[order_id] = asyncio.Event()
         try:
-            order, created = ctx.store.create_order(order_id, oc.request_json(), oc.priority)
+            await self._store_and_plan(cmd, oc, order_id)
+        finally:
+            del self.orders.planning[order_id]
+            done.set()
+
+    async def _store_and_plan(self, cmd: IncomingCommand, oc: Any, order_id: str) -> None:
+        ctx = self.ctx
+        try:
+            order, created = await ctx.store.create_order_async(order_id, oc.request_json(), oc.priority)
         except S.OrderConflict as exc:
             self.reject(cmd, "order", CommandError("conflict", str(exc), "order_id"), order_id=order_id)
             return
@@ -97,7 +113,13 @@ class CommandHandler:
             return
         if created:
             self.orders.publish(order_id)
-            order = self.orders.plan_new(order)
+            try:
+                order = await self.orders.plan_new_async(order)
+            except Exception as exc:   # a bug: the order stays received (the dispatcher retries it)
+                ctx.log.exception("planning failed for order %s", order_id)
+                self.reject(cmd, "order", CommandError(INTERNAL_ERROR, f"order not planned: {exc}"),
+                            order_id=order_id)
+                return
             ctx.wake.set()
         body = {"ok": order.state != S.REJECTED, "command": "order", "order_id": order.id, "state": order.state,
                 "eta": ctx.eta.get(order.id), "duplicate": not created, "vehicle_id": order.vehicle_id}
@@ -106,11 +128,11 @@ class CommandHandler:
             body["reason"] = order.reason
         if created and order.state != S.REJECTED:
             plan = order.plan or {}
-            ctx.event("accepted", order_id=order.id, to=order.request.get("to"),
-                      payload_kg=order.request.get("payload_kg"), priority=order.priority,
-                      eta=body["eta"], planned_energy_wh=(plan.get("totals") or {}).get("energy_wh"))
+            self.orders.event("accepted", order_id=order.id, to=order.request.get("to"),
+                              payload_kg=order.request.get("payload_kg"), priority=order.priority,
+                              eta=body["eta"], planned_energy_wh=(plan.get("totals") or {}).get("energy_wh"))
         elif not created:
-            ctx.event("duplicate", order_id=order.id, state=order.state)
+            self.orders.event("duplicate", order_id=order.id, state=order.state)
         ctx.link.reply(cmd, body)
 
     # --- cmd/vehicle/<id> -----------------------------------------------------------------------

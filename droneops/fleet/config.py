@@ -33,6 +33,7 @@
     id = "v1"
     url = "udpin://127.0.0.1:14540"   # MAVSDK connection URL
     home = "depot"                    # node it stands on at first start
+    system_id = 1                     # MAVLink system id on url (optional when no other vehicle shares it)
 
 Every problem raises :class:`droneops.errors.UserError` naming the file and key.
 """
@@ -48,19 +49,24 @@ from pathlib import Path
 from typing import Any
 
 from droneops.errors import UserError
+from droneops.fleet.dispatch_settings import DispatchSettings, parse_dispatch
 from droneops.fleet.mqtt import MqttSettings, TlsSettings
 from droneops.fleet.topics import ID_PATTERN
+from droneops.vehicles.link import MAX_LINKS_PER_PROCESS, MAX_SYSTEMS_PER_LINK, system_id_problem
 
 OBJECTIVES = ("time", "energy")
 
 
 @dataclass(frozen=True)
 class VehicleConfig:
-    """One vehicle of the fleet: ``id`` (MQTT topic level), MAVSDK ``url``, ``home`` node id."""
+    """One vehicle of the fleet: ``id`` (MQTT topic level), MAVSDK ``url``, ``home`` node id and
+    ``system_id``, its MAVLink system id on ``url`` (None: the first autopilot on a URL of its
+    own). Vehicles sharing a ``url`` share one MAVLink connection and are told apart by it."""
 
     id: str
     url: str
     home: str
+    system_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ class ServiceConfig:
     energy_watch: bool = True
     energy_min_progress: float = 0.1
     flight: dict = field(default_factory=dict)
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     source: str = ""
 
     def flight_config(self):
@@ -94,7 +101,7 @@ _MQTT_KEYS = {"host", "port", "fleet", "prefix", "username", "password", "passwo
               "client_id", "telemetry_hz", "keepalive_s", "reconnect_min_s", "reconnect_max_s",
               "queue_limit", "ha_discovery", "ha_prefix", "tls", "protocol"}
 _TLS_KEYS = {"ca_file", "cert_file", "key_file", "insecure"}
-_VEHICLE_KEYS = {"id", "url", "home"}
+_VEHICLE_KEYS = {"id", "url", "home", "system_id"}
 
 
 def _table(data: Any, where: str) -> dict:
@@ -238,10 +245,40 @@ def parse_mqtt(data: dict, base: Path, where: str = "[mqtt]") -> MqttSettings:
     )
 
 
+def check_links(vehicles: list[VehicleConfig], where: str = "config") -> None:
+    """Vehicles sharing a ``url`` need distinct system ids, each given; at most
+    :data:`~droneops.vehicles.link.MAX_LINKS_PER_PROCESS` distinct URLs. The UserError names
+    every clash."""
+    by_url: dict[str, list[VehicleConfig]] = {}
+    for v in vehicles:
+        by_url.setdefault(v.url, []).append(v)
+    problems = []
+    for url, group in by_url.items():
+        if len(group) < 2:
+            continue
+        unset = [v.id for v in group if v.system_id is None]
+        if unset:
+            problems.append(f"{', '.join(unset)} share {url} with other vehicles but give no system_id")
+        by_id: dict[int, list[str]] = {}
+        for v in group:
+            if v.system_id is not None:
+                by_id.setdefault(v.system_id, []).append(v.id)
+        problems += [f"{' and '.join(ids)} share {url} with the same system_id {sid}"
+                     for sid, ids in sorted(by_id.items()) if len(ids) > 1]
+    if problems:
+        raise UserError(f"{where} [[vehicles]]: " + "; ".join(problems)
+                        + " (vehicles on one url are told apart by their MAVLink system id)")
+    if len(by_url) > MAX_LINKS_PER_PROCESS:
+        raise UserError(f"{where} [[vehicles]]: {len(by_url)} different urls, but one service holds at most "
+                        f"{MAX_LINKS_PER_PROCESS} MAVLink connections (MAVSDK 4.1 has 16 channels per process); "
+                        f"put up to {MAX_SYSTEMS_PER_LINK} vehicles on one url with distinct system_id "
+                        "(e.g. droneops sim --shared-port, or a MAVLink router)")
+
+
 def parse_config(data: dict, base_dir: Path, source: str = "") -> ServiceConfig:
     """Validate a parsed TOML document (``base_dir`` resolves relative paths)."""
     where = source or "config"
-    _unknown(data, {"service", "mqtt", "flight", "vehicles"}, where)
+    _unknown(data, {"service", "mqtt", "flight", "vehicles", "dispatch"}, where)
     svc = _table(data.get("service", {}), f"{where} [service]")
     _unknown(svc, _SERVICE_KEYS, f"{where} [service]")
     w = f"{where} [service]"
@@ -281,7 +318,13 @@ def parse_config(data: dict, base_dir: Path, source: str = "") -> ServiceConfig:
         if vid in seen:
             raise UserError(f"{vw}: duplicate vehicle id {vid!r}")
         seen.add(vid)
-        vehicles.append(VehicleConfig(vid, url, home))
+        system_id = v.get("system_id")
+        if system_id is not None:
+            problem = system_id_problem(system_id)
+            if problem is not None:
+                raise UserError(f"{vw} ({vid}).system_id: {problem}")
+        vehicles.append(VehicleConfig(vid, url, home, system_id))
+    check_links(vehicles, where)
     return ServiceConfig(
         network=_maybe_path(base_dir, network),
         vehicle=_maybe_path(base_dir, _text(svc, "vehicle", w, "quad7")),
@@ -292,6 +335,7 @@ def parse_config(data: dict, base_dir: Path, source: str = "") -> ServiceConfig:
         energy_watch=_bool(svc, "energy_watch", w, True),
         energy_min_progress=_num(svc, "energy_min_progress", w, 0.1, 0.0, 1.0),
         flight=dict(flight), source=source,
+        dispatch=parse_dispatch(data.get("dispatch", {}), f"{where} [dispatch]"),
     )
 
 

@@ -20,6 +20,7 @@ from droneops.fleet import store as S
 from droneops.fleet.agents import Agent, VehicleFeed, snapshot
 from droneops.fleet.config import ServiceConfig
 from droneops.fleet.mqtt import MqttLink
+from droneops.vehicles.link import MavlinkLinks
 
 log = logging.getLogger("droneops.fleet.service")
 
@@ -46,6 +47,8 @@ class FleetContext:
         self.jobs: set[asyncio.Task] = set()
         self.stopping = False
         self.log = log
+        #: The shared MAVLink connections (one MAVSDK instance per vehicle URL), while running.
+        self.mavlink: MavlinkLinks | None = None
         self._store: S.Store | None = None
         self._link: MqttLink | None = None
         self._feed: VehicleFeed | None = None

@@ -71,6 +71,10 @@ class MqttSettings:
     ``queue_limit``: non-retained messages kept while the broker is unreachable (oldest dropped).
     ``protocol``: 5 (MQTT v5, default: replies to v5 response topics) or 4 (MQTT 3.1.1, for
     brokers without v5 such as the demo's embedded amqtt: replies then go out only as events).
+    ``max_queued_incoming``: commands aiomqtt buffers before the reader takes them (beyond it
+    aiomqtt drops messages): 10,000 so a burst of 1,000 orders in a second fits many times over
+    (the reader hands each order to its own task at once). ``status_interval_s``: the retained
+    status (with the service's figures, e.g. its event-loop lag) is republished this often, s.
     """
 
     host: str = "127.0.0.1"
@@ -89,6 +93,8 @@ class MqttSettings:
     ha_discovery: bool = False
     ha_prefix: str = "homeassistant"
     protocol: int = 5
+    max_queued_incoming: int = 10_000
+    status_interval_s: float = 2.0
 
     @property
     def topic_prefix(self) -> str:
@@ -99,7 +105,7 @@ class MqttSettings:
         return ConnectionSettings(host=self.host, port=self.port, username=self.username, password=self.password,
                                   client_id=self.client_id, tls=self.tls, keepalive_s=self.keepalive_s,
                                   reconnect_min_s=self.reconnect_min_s, reconnect_max_s=self.reconnect_max_s,
-                                  protocol=self.protocol)
+                                  protocol=self.protocol, max_queued_incoming=self.max_queued_incoming)
 
 
 
@@ -303,6 +309,7 @@ class MqttLink:
         self.connection = MqttConnection(settings.connection(), self._session, will=self._will(),
                                          name="mqtt-link", logger=log)
         self.dropped = 0
+        self._closing = False
 
     # --- public API -------------------------------------------------------------------------
 
@@ -403,6 +410,7 @@ class MqttLink:
         """Publish ``offline`` (retained), flush, disconnect cleanly, stop reconnecting."""
         if not self.connection.running:
             return
+        self._closing = True
         if self.connected.is_set():
             self.status("offline", reason=reason)
             await self.flush(timeout_s=3.0)
@@ -435,8 +443,17 @@ class MqttLink:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._reader(client))
                 tg.create_task(self._writer(client))
+                tg.create_task(self._refresh_status())
         finally:
             self.connected.clear()
+
+    async def _refresh_status(self) -> None:
+        """Republish the retained status every ``status_interval_s`` (its figures change)."""
+        while self.settings.status_interval_s > 0:
+            await asyncio.sleep(self.settings.status_interval_s)
+            if self._closing:   # close() has published "offline": never overwrite it
+                return
+            self.status("online")
 
     async def _reader(self, client: AckingClient) -> None:
         async for message in client.messages:

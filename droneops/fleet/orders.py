@@ -5,17 +5,29 @@ completed`` (or ``rejected``/``aborted``/``failed``; ``diverted`` after an energ
 :data:`droneops.fleet.store.ORDER_TRANSITIONS`). Every change is committed to the store first,
 then published retained on ``<prefix>/orders/<id>``. :class:`OrderBook` holds those steps; the
 decisions of *when* belong to the supervision, recovery, command and dispatch parts.
+
+Planning a new order never runs on the event loop: :meth:`OrderBook.plan_new_async` asks the
+planner workers (:meth:`droneops.fleet.planpool.PlanPool.best_plan`, one task per order) for the
+fastest plan from the origins where vehicles stand; with ``[dispatch] prune`` a worker plans only
+from the origins whose time lower bound (:mod:`droneops.core.reach`) can still beat the best
+plan found so far (the result is the same plan:
+:func:`droneops.core.dispatch.origins_worth_planning`). Its store
+writes are awaited (group commit, :mod:`droneops.fleet.store`) and its events queued without
+waiting (:meth:`OrderBook.event`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from droneops.core.dispatch import ORIGIN_KINDS, OrderView, best_plan, origins_for, time_to_drop_s
+from droneops.core.dispatch import ORIGIN_KINDS, OrderView, origins_for, time_to_drop_s
 from droneops.core.planner import Leg, Plan, Stop
 from droneops.errors import UserError
 from droneops.fleet import store as S
+from droneops.fleet.dispatch_settings import DispatchSettings
+from droneops.fleet.planpool import PlannerSpec, PlanPool
 from droneops.fleet.topics import order_payload
 
 if TYPE_CHECKING:
@@ -53,6 +65,30 @@ class OrderBook:
 
     def __init__(self, ctx: FleetContext) -> None:
         self.ctx = ctx
+        cfg = ctx.config
+        self.settings: DispatchSettings = getattr(cfg, "dispatch", None) or DispatchSettings()
+        self.pool = PlanPool(PlannerSpec(ctx.network, ctx.profile, ctx.wind, cfg.return_to, cfg.objective),
+                             self.settings.workers_kind, self.settings.workers or None)
+        #: Order ids a command is storing and planning right now (the dispatcher leaves them alone:
+        #: the command handler adds the id before the order is stored, removes it once planned).
+        self.planning: dict[str, asyncio.Event] = {}
+
+    def close(self) -> None:
+        """Stop the planner workers (at shutdown)."""
+        self.pool.close()
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """Like :meth:`droneops.fleet.context.FleetContext.event` (store + publish), but the
+        store write is queued, not waited for (group commit): for the hot paths."""
+        ctx = self.ctx
+        data = {k: v for k, v in fields.items() if k not in ("order_id", "vehicle_id")}
+        try:
+            ctx.store.post_event(kind, order_id=fields.get("order_id"), vehicle_id=fields.get("vehicle_id"),
+                                 data=data)
+        except Exception:
+            ctx.log.exception("could not store event %s", kind)
+        ctx.link.event(kind, **fields)
+        ctx.log.info("event %s %s", kind, " ".join(f"{k}={v}" for k, v in fields.items()))
 
     # --- store + topic ------------------------------------------------------------------------
 
@@ -91,6 +127,18 @@ class OrderBook:
         """Store a transition (if legal now) and publish the order; None when not allowed."""
         try:
             order = self.ctx.store.transition(order_id, to_state, **kw)
+        except S.IllegalTransition as exc:
+            self.ctx.log.warning("%s", exc)
+            return None
+        if order.terminal:
+            self.ctx.eta.pop(order_id, None)
+        self.publish(order_id)
+        return order
+
+    async def transition_async(self, order_id: str, to_state: str, **kw: Any) -> S.Order | None:
+        """:meth:`transition` with the store write awaited off the event loop."""
+        try:
+            order = await self.ctx.store.transition_async(order_id, to_state, **kw)
         except S.IllegalTransition as exc:
             self.ctx.log.warning("%s", exc)
             return None
@@ -162,20 +210,21 @@ class OrderBook:
             ctx.log.exception("order %s: planner failed from %s", view.order_id, origin)
             return None
 
-    def plan_new(self, order: S.Order) -> S.Order:
+    async def plan_new_async(self, order: S.Order) -> S.Order:
         """received -> planned (feasible from where some vehicle stands) or rejected."""
         ctx = self.ctx
         view = order_view(order)
         nodes = [a.node or a.cfg.home for a in ctx.agents.values() if not a.stranded]
         origins = origins_for(view, nodes, ctx.network)
-        best, last = best_plan(view, origins, self.plan)
+        best, last = await self.pool.best_plan(view, origins, self.settings.prune)
         if best is None:
             if view.origin and not origins:
                 reason = f"no vehicle stands at {view.origin}"
             else:
                 reason = (last.reason if last is not None and last.reason else "no feasible route from any vehicle")
-            out = self.transition(order.id, S.REJECTED, reason=reason)
-            ctx.event("rejected", order_id=order.id, reason=reason, to=view.to)
+            out = await self.transition_async(order.id, S.REJECTED, reason=reason, expect=S.RECEIVED)
+            self.event("rejected", order_id=order.id, reason=reason, to=view.to)
             return out or self.get(order.id)
         ctx.eta[order.id] = time.time() + time_to_drop_s(best) / ctx.time_scale
-        return self.transition(order.id, S.PLANNED, plan=best.to_json()) or self.get(order.id)
+        out = await self.transition_async(order.id, S.PLANNED, plan=best.to_json(), expect=S.RECEIVED)
+        return out or self.get(order.id)

@@ -34,25 +34,22 @@ import os
 import time
 from typing import Any
 
-from droneops.errors import UserError
 from droneops.fleet import store as S
 from droneops.fleet.agents import (
     Agent,
     AgentLinks,
 )
 from droneops.fleet.commands import CommandHandler
-from droneops.fleet.config import ServiceConfig
+from droneops.fleet.config import ServiceConfig, check_links
 from droneops.fleet.context import FleetContext, log
 from droneops.fleet.dispatcher import Dispatcher
+from droneops.fleet.loop_lag import LoopLagSampler
 from droneops.fleet.mqtt import MqttLink
 from droneops.fleet.orders import OrderBook
 from droneops.fleet.recovery import Recovery
 from droneops.fleet.supervision import Supervisor
 from droneops.fleet.topics import CommandLimits, ha_discovery
-
-#: Vehicles one service process can fly: every FlightController is a MAVSDK instance, and
-#: MAVSDK 4.1 corrupts memory past 16 instances per process (see droneops.sim.vehicle.MAX_VEHICLES_PER_PROCESS).
-MAX_VEHICLES_PER_SERVICE = 16
+from droneops.vehicles.link import MavlinkLinks
 
 
 class FleetService:
@@ -69,9 +66,7 @@ class FleetService:
         from droneops.formats.geojson import load_network
         from droneops.formats.vehicle_toml import load_vehicle
 
-        if len(config.vehicles) > MAX_VEHICLES_PER_SERVICE:
-            raise UserError(f"{len(config.vehicles)} vehicles: one service process flies at most "
-                            f"{MAX_VEHICLES_PER_SERVICE} (MAVSDK 4.1 limit); run one service per group of vehicles")
+        check_links(list(config.vehicles))   # shared URLs: distinct system ids; at most 16 URLs
         network = network if network is not None else load_network(config.network)
         profile = profile if profile is not None else load_vehicle(config.vehicle)
         for v in config.vehicles:
@@ -91,6 +86,7 @@ class FleetService:
         self.recovery = Recovery(ctx, self.orders, self.supervisor, self.links)
         self.commands = CommandHandler(ctx, self.orders, self.supervisor, self.limits)
         self.dispatcher = Dispatcher(ctx, self.orders, self.supervisor)
+        self.loop_lag = LoopLagSampler()
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._started_at = time.time()
@@ -131,6 +127,7 @@ class FleetService:
             self._link = link = MqttLink(self.config.mqtt, on_command=self.commands.on_command,
                                          status_extra=self._status_extra)
             ctx.attach(store, link)
+            ctx.mavlink = MavlinkLinks()
             link.start()
             self.recovery.recover()
             self.orders.publish_all()
@@ -143,6 +140,7 @@ class FleetService:
                 ctx.publish_vehicle(agent, force=True)
                 agent.connect_task = asyncio.create_task(self.links.connect(agent), name=f"agent-{agent.id}")
             self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatcher"))
+            self._tasks.append(asyncio.create_task(self.loop_lag.run(), name="loop-lag"))
             self._tasks.append(asyncio.create_task(self.links.housekeeping(), name="housekeeping"))
             self.ready.set()
             log.info("fleet service up: %d vehicles, store %s, broker %s:%d, prefix %s",
@@ -175,12 +173,19 @@ class FleetService:
                     await agent.controller.close()
                 except Exception:
                     log.exception("vehicle %s: closing the controller failed", agent.id)
+        if ctx.mavlink is not None:
+            try:
+                await ctx.mavlink.close()   # after every controller released its plugins
+            except Exception:
+                log.exception("closing the MAVLink links failed")
+            ctx.mavlink = None
         if self._link is not None:
             try:
                 await self._link.close("shutdown")
             except Exception:
                 log.exception("closing the MQTT link failed")
         ctx.attach(None, None)
+        self.orders.close()
         store.close()
         log.info("fleet service stopped")
 
@@ -188,4 +193,5 @@ class FleetService:
         from droneops import __version__
 
         return {"version": __version__, "pid": os.getpid(), "started_at": self._started_at,
-                "vehicles": sorted(self.ctx.agents)}
+                "vehicles": sorted(self.ctx.agents), "loop_lag_ms": self.loop_lag.figures(),
+                "dispatch": self.dispatcher.figures()}

@@ -373,6 +373,12 @@ def order_payload(order: Any, history: Iterable[Any], *, eta: float | None = Non
 
 
 def status_payload(state: str, fleet: str, **extra: Any) -> dict:
+    """The retained ``service/status`` document: ``state`` ("online"/"offline"), ``fleet``, a
+    ``timestamp`` and the service's figures in ``extra``: ``version``, ``pid``, ``started_at``,
+    ``vehicles`` and, while running, ``loop_lag_ms`` ``{"p50", "p99", "max", "samples",
+    "window_s"}`` (event-loop lag over the last window, :mod:`droneops.fleet.loop_lag`) and
+    ``dispatch`` (the last dispatch round: orders, vehicles, plan_keys, assigned, round_ms,
+    policy_ms; and the planner workers' kind, count and plans made)."""
     return {"state": state, "service": "droneops", "fleet": fleet, "timestamp": time.time(), **extra}
 
 

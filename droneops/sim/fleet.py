@@ -2,8 +2,11 @@
 
 MAVSDK 4.1 allows at most :data:`~droneops.sim.server.MAX_VEHICLES_PER_PROCESS` vehicles per
 process; a :class:`FleetSpec` (picklable, what ``droneops sim`` runs) is split into shards and
-each shard runs in a spawned worker process (:func:`run_fleet`). Vehicle ``g`` of a fleet has
-system id ``first_system_id + g``, UDP port ``base_port + g`` and name ``v{g+1}``.
+each shard runs in a spawned worker process (:func:`run_fleet`). Vehicle ``g`` (0-based) of a
+fleet is named ``v{g+1}`` and, by :func:`placement`, either has its own UDP port ``base_port + g``
+with system id ``first_system_id + g`` (port-per-vehicle mode), or shares a port with up to
+:data:`~droneops.vehicles.link.MAX_SYSTEMS_PER_LINK` others (``shared_port`` mode: port
+``shared_port + g // 253``, system ids 1, 2, ... skipping the ground station's 245).
 """
 
 from __future__ import annotations
@@ -18,6 +21,21 @@ from droneops.core.vehicle import VehicleProfile
 from droneops.errors import UserError
 from droneops.sim.model import SimConfig
 from droneops.sim.server import DEFAULT_HOST, MAX_VEHICLES_PER_PROCESS, SimVehicle, network_terrain
+from droneops.vehicles.link import GCS_SYSTEM_ID, MAX_LINKS_PER_PROCESS, MAX_SYSTEM_ID, MIN_SYSTEM_ID
+
+LINK_SYSTEM_IDS = tuple(i for i in range(MIN_SYSTEM_ID, MAX_SYSTEM_ID + 1) if i != GCS_SYSTEM_ID)
+"""System ids of the vehicles on one shared port, in order (1..254 without the GCS's 245)."""
+
+
+def placement(g: int, base_port: int = 14540, first_system_id: int = 1,
+              shared_port: int | None = None) -> tuple[int, int]:
+    """(UDP port, MAVLink system id) of fleet vehicle ``g`` (0-based): its own port
+    ``base_port + g`` with id ``first_system_id + g``, or with ``shared_port`` the
+    ``g // 253``-th port from ``shared_port`` and the ``g % 253``-th id of :data:`LINK_SYSTEM_IDS`."""
+    if shared_port is None:
+        return base_port + g, first_system_id + g
+    link, slot = divmod(g, len(LINK_SYSTEM_IDS))
+    return shared_port + link, LINK_SYSTEM_IDS[slot]
 
 
 def spawn_nodes(network, at: Sequence[str] | None = None) -> list[str]:
@@ -34,16 +52,17 @@ class SimFleet:
     """Up to :data:`MAX_VEHICLES_PER_PROCESS` simulated vehicles in this process; an async
     context manager (more vehicles: :func:`run_sharded` spreads them over processes).
 
-    Vehicle ``j`` (0-based) has the fleet-wide index ``g = first_index + j``: system id
-    ``first_system_id + g``, UDP port ``base_port + g``, name ``v{g+1}``, and it stands on
-    ``at[g % len(at)]`` (node ids of ``network``; default every depot and station). Remaining
-    keyword arguments go to each :class:`SimVehicle` (``speed_factor``, ``wind``, ``config``, ...).
+    Vehicle ``j`` (0-based) has the fleet-wide index ``g = first_index + j``: name ``v{g+1}``,
+    UDP port and system id by :func:`placement` (``base_port + g`` and ``first_system_id + g``, or
+    shared ports from ``shared_port``), and it stands on ``at[g % len(at)]`` (node ids of
+    ``network``; default every depot and station). Remaining keyword arguments go to each
+    :class:`SimVehicle` (``speed_factor``, ``wind``, ``config``, ...).
     """
 
     def __init__(self, profile: VehicleProfile, network, count: int, *, at: Sequence[str] | None = None,
                  base_port: int = 14540, first_system_id: int = 1, first_index: int = 0,
-                 host: str = DEFAULT_HOST, **vehicle_kwargs) -> None:
-        _check_fleet_numbers(count, base_port, first_system_id, first_index)
+                 host: str = DEFAULT_HOST, shared_port: int | None = None, **vehicle_kwargs) -> None:
+        _check_fleet_numbers(count, base_port, first_system_id, first_index, shared_port)
         if count > MAX_VEHICLES_PER_PROCESS:
             raise UserError(f"{count} vehicles do not fit in one process (MAVSDK 4.1 limit: "
                             f"{MAX_VEHICLES_PER_PROCESS}, see MAX_VEHICLES_PER_PROCESS); use "
@@ -53,10 +72,10 @@ class SimFleet:
         self.network = network
         indices = range(first_index, first_index + count)
         self.home_nodes = [nodes[g % len(nodes)] for g in indices]
-        self.vehicles = [SimVehicle.at_node(profile, network, node_id, port=base_port + g,
-                                            system_id=first_system_id + g, name=f"v{g + 1}", host=host,
-                                            terrain=terrain, **vehicle_kwargs)
-                         for g, node_id in zip(indices, self.home_nodes)]
+        places = [placement(g, base_port, first_system_id, shared_port) for g in indices]
+        self.vehicles = [SimVehicle.at_node(profile, network, node_id, port=port, system_id=sysid,
+                                            name=f"v{g + 1}", host=host, terrain=terrain, **vehicle_kwargs)
+                         for g, node_id, (port, sysid) in zip(indices, self.home_nodes, places)]
 
     def table(self) -> list[dict]:
         """One row per vehicle: ``vehicle``, ``sysid``, ``url`` (for clients), ``home`` node id."""
@@ -83,10 +102,20 @@ class SimFleet:
         await self.stop()
 
 
-def _check_fleet_numbers(count: int, base_port: int, first_system_id: int, first_index: int = 0) -> None:
+def _check_fleet_numbers(count: int, base_port: int, first_system_id: int, first_index: int = 0,
+                         shared_port: int | None = None) -> None:
     if count < 1:
         raise UserError(f"need at least one vehicle, got {count}")
     last = first_index + count - 1
+    if shared_port is not None:
+        top = placement(last, shared_port=shared_port)[0]
+        if top - shared_port + 1 > MAX_LINKS_PER_PROCESS:
+            raise UserError(f"{last + 1} vehicles need {top - shared_port + 1} shared ports, but one ground station "
+                            f"process takes at most {MAX_LINKS_PER_PROCESS} connections "
+                            f"({MAX_LINKS_PER_PROCESS * len(LINK_SYSTEM_IDS)} vehicles)")
+        if not 1 <= shared_port <= top <= 65535:
+            raise UserError(f"shared ports {shared_port}..{top} are not valid UDP ports")
+        return
     if first_system_id < 1 or first_system_id + last > 254:
         raise UserError(f"system ids {first_system_id + first_index}..{first_system_id + last} do not fit in 1..254")
     if not 1 <= base_port + first_index <= base_port + last <= 65535:
@@ -119,18 +148,22 @@ class FleetSpec:
     refuse_arming: bool = False
     battery_drain_factor: float = 1.0
     link_loss: tuple[float, float] | None = None
+    shared_port: int | None = None
 
     def check(self, network) -> None:
         """Raise :class:`UserError` for numbers or nodes that cannot work."""
-        _check_fleet_numbers(self.count, self.base_port, self.first_system_id, self.first_index)
+        _check_fleet_numbers(self.count, self.base_port, self.first_system_id, self.first_index, self.shared_port)
         spawn_nodes(network, self.at)
 
     def table(self, network) -> list[dict]:
         """The rows :meth:`SimFleet.table` gives, without starting anything."""
         nodes = spawn_nodes(network, self.at)
-        return [{"vehicle": f"v{g + 1}", "sysid": self.first_system_id + g,
-                 "url": f"udpin://{DEFAULT_HOST}:{self.base_port + g}", "home": nodes[g % len(nodes)]}
-                for g in range(self.first_index, self.first_index + self.count)]
+        rows = []
+        for g in range(self.first_index, self.first_index + self.count):
+            port, sysid = placement(g, self.base_port, self.first_system_id, self.shared_port)
+            rows.append({"vehicle": f"v{g + 1}", "sysid": sysid, "url": f"udpin://{DEFAULT_HOST}:{port}",
+                         "home": nodes[g % len(nodes)]})
+        return rows
 
     def shards(self, size: int = 0) -> list[FleetSpec]:
         """Split into balanced shards of at most ``size`` (default the per-process limit)."""
@@ -156,7 +189,7 @@ async def run_fleet(spec: FleetSpec, should_stop: Callable[[], bool],
     profile = load_vehicle(spec.vehicle)
     fleet = SimFleet(profile, network, spec.count, at=spec.at, base_port=spec.base_port,
                      first_system_id=spec.first_system_id, first_index=spec.first_index,
-                     speed_factor=spec.speed_factor, wind=Wind.parse(spec.wind), payload_kg=spec.payload_kg,
+                     shared_port=spec.shared_port, speed_factor=spec.speed_factor, wind=Wind.parse(spec.wind), payload_kg=spec.payload_kg,
                      config=SimConfig(reset_on_disarm=spec.reset_on_disarm))
     loop = asyncio.get_running_loop()
     async with fleet:

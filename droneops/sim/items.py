@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from droneops.core import mavlink as mav
-from droneops.core.mission import MissionItem
+from droneops.core.mavlink import MissionItem
 
 
 class SimItem(MissionItem):

@@ -114,6 +114,7 @@ class SimLink:
     _params: Any
     _link_down_until: float
     _published: dict[str, object]
+    _slow_count: int
     _plugin_items: dict[int, tuple[SimItem, ...]]
     _restoring: bool
     _hold_transfers_until: float
@@ -197,12 +198,16 @@ class SimLink:
         self._telemetry.publish_home(Position(home.lat_deg, home.lon_deg, home.alt_m * HOME_ALT_SCALE, 0.0))
 
     def _publish_slow(self) -> None:
-        """The 1 Hz messages: SYS_STATUS, BATTERY_STATUS, GPS_RAW_INT, EXTENDED_SYS_STATE, ..."""
+        """PX4's slow streams: SYS_STATUS, GPS_RAW_INT, EXTENDED_SYS_STATE, MISSION_CURRENT at 1 Hz,
+        BATTERY_STATUS and HOME_POSITION at 0.5 Hz (simulated time; PX4's MAVLINK_MODE_NORMAL rates)."""
         if not self.link_up:
             return
         m = self.model
+        self._slow_count += 1
+        half_rate = self._slow_count % 2 == 1     # PX4's 0.5 Hz streams: BATTERY_STATUS, HOME_POSITION
         self._send_sys_status()
-        self._send_battery()
+        if half_rate:
+            self._send_battery()
         lat, lon = m.lat_lon_deg
         vn, ve, _ = m.velocity_ned_mps
         ground_speed = math.hypot(vn, ve)
@@ -215,7 +220,8 @@ class SimLink:
         self._send_mission_current()
         if self.speed_factor > 1:
             self._send_heartbeat()   # PX4 at speed factor N heartbeats N times a wall second
-        self._publish_home()         # PX4 streams HOME_POSITION to a GCS too
+        if half_rate:
+            self._publish_home()     # PX4 streams HOME_POSITION to a GCS too
 
     def _send_sys_status(self) -> None:
         m = self.model

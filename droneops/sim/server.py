@@ -66,6 +66,11 @@ stations that find it set it."""
 DEFAULT_HOST = "127.0.0.1"
 SLOW_TELEMETRY_HZ = 1.0              # SYS_STATUS, BATTERY_STATUS, GPS, EXTENDED_SYS_STATE, ... (sim time)
 MAX_WALL_RATE_HZ = 50.0              # cap on any loop/stream rate after scaling by the speed factor
+MAX_WALL_POSITION_HZ = 10.0
+"""Cap on the wall-clock position rate (GLOBAL_POSITION_INT etc.) at a speed factor: PX4's 5 Hz
+of simulated time at x10 would be 50 Hz, the biggest share of a fast vehicle's CPU, and no
+ground station of droneops uses more than a few Hz (the fleet publishes 2 Hz; the link watch
+needs one message a second)."""
 _MISSION_SERVER_SUCCESS = 1          # MissionRawServerResult
 _MISSION_SERVER_BUSY = 4
 
@@ -108,7 +113,8 @@ class SimVehicle(InterceptMixin, RestoreMixin):
     ``terrain(lat, lon) -> ground AMSL m`` where landings touch down (default flat).
     ``tick_hz`` is the simulation loop rate and ``telemetry_hz`` the position rate, both in
     simulated time like PX4's streams: the wall-clock rates are multiplied by ``speed_factor``
-    (capped at :data:`MAX_WALL_RATE_HZ`). Armed, mode and landed-state changes are sent at once.
+    (capped at :data:`MAX_WALL_RATE_HZ`, the position at :data:`MAX_WALL_POSITION_HZ`). Armed,
+    mode and landed-state changes are sent at once.
     ``restore_delay_s``: wall-clock seconds the mission-plugin restore after a refused upload
     waits before it starts (a slow vehicle; 0 normally, tests widen the race window with it).
 
@@ -138,7 +144,7 @@ class SimVehicle(InterceptMixin, RestoreMixin):
         self.speed_factor = float(speed_factor)
         self.name = name or f"sim{system_id}"
         self.tick_hz = min(tick_hz * self.speed_factor, MAX_WALL_RATE_HZ)          # wall clock
-        self.telemetry_hz = min(telemetry_hz * self.speed_factor, MAX_WALL_RATE_HZ, self.tick_hz)
+        self.telemetry_hz = min(telemetry_hz * self.speed_factor, MAX_WALL_POSITION_HZ, self.tick_hz)
         self.slow_telemetry_hz = min(SLOW_TELEMETRY_HZ * self.speed_factor, MAX_WALL_RATE_HZ / 5)
         self.stats = SimStats()
         self._mavsdk: Mavsdk | None = None
@@ -155,6 +161,7 @@ class SimVehicle(InterceptMixin, RestoreMixin):
         self._restoring = False
         self._restore_task: asyncio.Task | None = None
         self._published: dict[str, object] = {}
+        self._slow_count = 0   # slow-stream rounds sent (the 0.5 Hz streams go every other one)
         self._payload_param = float(payload_kg)   # SIM_PAYLOAD_KG as the ParamServer holds it
         self._stopping = False
 

@@ -39,6 +39,7 @@ from droneops.vehicles.telemetry import TelemetryFollower
 if TYPE_CHECKING:  # pragma: no cover
     from droneops.core.network import Network
     from droneops.core.vehicle import VehicleProfile
+    from droneops.vehicles.link import MavlinkLinks
 
 
 log = logging.getLogger(__name__)
@@ -57,14 +58,23 @@ class FlightController(TelemetryFollower):
     (:data:`~droneops.vehicles.payload.PAYLOAD_MASS_PARAM`) that the controller sets before every
     flight: True, False, or None = probe it once after connecting (:meth:`has_payload_param`).
     :attr:`busy` is True while :meth:`fly`, :meth:`attach` or :meth:`follow` holds the controller.
+    ``system_id``: the vehicle's MAVLink system id on the connection (None: the first autopilot
+    that answers, for a URL with one vehicle). ``links``: a shared
+    :class:`~droneops.vehicles.link.MavlinkLinks` to take the vehicle's ``System`` from (many
+    vehicles on one connection); :meth:`close` then releases only this controller's plugins.
+    Without ``links`` the controller owns its MAVSDK instance.
     """
 
     def __init__(self, connection_url: str, profile: VehicleProfile,
                  config: FlightConfig = DEFAULT_CONFIG,
                  on_event: Callable[[FlightEvent], None] | None = None,
-                 network: Network | None = None, payload_param: bool | None = None):
+                 network: Network | None = None, payload_param: bool | None = None,
+                 system_id: int | None = None, links: MavlinkLinks | None = None):
         super().__init__(config, on_event)
         self.url = connection_url
+        self.system_id = system_id
+        self.links = links
+        self._own_links: MavlinkLinks | None = None
         self.profile = profile
         self.network = network
         self.payload_param = payload_param
@@ -95,22 +105,11 @@ class FlightController(TelemetryFollower):
 
     async def connect(self) -> None:
         """Open the connection, wait for the autopilot and start following its telemetry."""
-        from mavsdk.asyncio import ComponentType, Configuration, Mavsdk, MavsdkConnectionError
         from mavsdk.asyncio.plugins.action import ActionAsync
         from mavsdk.asyncio.plugins.mission_raw import MissionRawAsync
         from mavsdk.asyncio.plugins.telemetry import TelemetryAsync
 
-        self._mavsdk = Mavsdk(Configuration.create_with_component_type(ComponentType.GROUND_STATION))
-        try:
-            await self._mavsdk.add_any_connection(self.url)
-        except MavsdkConnectionError as exc:
-            await self.close()
-            raise FlightError(f"cannot open connection {self.url!r}: {exc}") from None
-        system = await self._mavsdk.first_autopilot(timeout_s=self.config.connect_timeout_s)
-        if system is None:
-            await self.close()
-            raise FlightError(f"no autopilot answered on {self.url} within "
-                              f"{self.config.connect_timeout_s:g} s (is the vehicle/simulator running?)")
+        system = await self._find_system()
         self._system = system
         self._telemetry = TelemetryAsync(system)
         self._action = ActionAsync(system)
@@ -132,7 +131,7 @@ class FlightController(TelemetryFollower):
         self._tasks.append(asyncio.create_task(self._watch_link(), name="droneops-link-watch"))
         if self.payload_param is None:   # probe in the background: PX4 answers a missing name by timing out
             self._payload_probe = asyncio.create_task(has_payload_param(system), name="droneops-payload-probe")
-        self._emit("connected", url=self.url)
+        self._emit("connected", url=self.url, system_id=await system.get_system_id())
 
     async def close(self) -> None:
         """Stop following telemetry and release MAVSDK (the vehicle keeps doing what it does)."""
@@ -162,10 +161,43 @@ class FlightController(TelemetryFollower):
         if self._mavsdk is not None:
             self._mavsdk.destroy()
             self._mavsdk = None
+        own, self._own_links = self._own_links, None
+        if own is not None:
+            await own.close()
         self.state.connected = False
         for q in self._queues:
             q.put_nowait(None)
 
+
+    async def _find_system(self) -> Any:
+        """The vehicle's ``System``: from the shared links, or from a MAVSDK instance of our own
+        (the first autopilot, or the given system id). Raises :class:`FlightError`."""
+        from mavsdk.asyncio import ComponentType, Configuration, Mavsdk, MavsdkConnectionError
+
+        from droneops.vehicles.link import LinkError, MavlinkLinks
+
+        timeout_s = self.config.connect_timeout_s
+        if self.links is None and self.system_id is None:   # one vehicle, one instance (droneops fly)
+            self._mavsdk = Mavsdk(Configuration.create_with_component_type(ComponentType.GROUND_STATION))
+            try:
+                await self._mavsdk.add_any_connection(self.url)
+            except MavsdkConnectionError as exc:
+                await self.close()
+                raise FlightError(f"cannot open connection {self.url!r}: {exc}") from None
+            system = await self._mavsdk.first_autopilot(timeout_s=timeout_s)
+            if system is None:
+                await self.close()
+                raise FlightError(f"no autopilot answered on {self.url} within "
+                                  f"{timeout_s:g} s (is the vehicle/simulator running?)")
+            return system
+        links = self.links
+        if links is None:
+            links = self._own_links = MavlinkLinks()
+        try:
+            return await links.system(self.url, self.system_id, timeout_s)
+        except LinkError as exc:
+            await self.close()
+            raise FlightError(f"{exc} (is the vehicle/simulator running?)") from None
 
     def _on_link_regained(self) -> None:
         if self._mission is not None and (self._restore_task is None or self._restore_task.done()):
