@@ -388,29 +388,56 @@ async def role_orders(args: argparse.Namespace) -> None:
 # --- one run ------------------------------------------------------------------------------------
 
 
-async def wait_connected(broker_port: int, n: int, timeout_s: float) -> tuple[int, float]:
-    """Until ``n`` vehicles' retained state says link up (or timeout): (count, seconds)."""
+async def role_connected(args: argparse.Namespace) -> None:
+    """Until ``--vehicles`` vehicles' retained state says link up (or ``--connect-timeout-s``): prints
+    ``{"up": k, "at_s": t}`` lines as the count grows, then ``{"connected": k, "seconds": t}``."""
     import aiomqtt
 
+    n = int(args.vehicles)
     up: set[str] = set()
     t0 = time.monotonic()
-    last = -1.0
-    async with aiomqtt.Client("127.0.0.1", broker_port, username="station-S01", password=PASSWORD,
+    last = -1
+    async with aiomqtt.Client("127.0.0.1", args.broker_port, username="station-S01", password=PASSWORD,
                               identifier="bench-wait", protocol=aiomqtt.ProtocolVersion.V5) as client:
         await client.subscribe(f"droneops/v1/{FLEET}/vehicles/+/state", qos=1)
+        print(json.dumps({"ready": True}), flush=True)
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(args.connect_timeout_s):
                 async for m in client.messages:
                     vid = m.topic.value.split("/")[-2]
                     (up.add if json.loads(m.payload or b"{}").get("link") == "up" else up.discard)(vid)
-                    if time.monotonic() - last > 5:
-                        last = time.monotonic()
-                        progress(f"  {len(up)}/{n} vehicles connected after {last - t0:.0f} s")
+                    if len(up) != last:
+                        last = len(up)
+                        print(json.dumps({"up": last, "at_s": round(time.monotonic() - t0, 2)}), flush=True)
                     if len(up) >= n:
                         break
         except TimeoutError:
             pass
-    return len(up), time.monotonic() - t0
+    print(json.dumps({"connected": len(up), "seconds": round(time.monotonic() - t0, 2)}), flush=True)
+
+
+def wait_connected(procs: Procs, work: Path, args: argparse.Namespace, broker_port: int,
+                   n: int) -> tuple[subprocess.Popen, Path]:
+    """The ``connected`` role (started before the service), polled with progress every 5 s."""
+    log = work / "connected.out"
+    proc = procs.start("connected", [sys.executable, __file__, "--role", "connected", "--broker-port",
+                                     str(broker_port), "--vehicles", str(n), "--connect-timeout-s",
+                                     str(args.connect_timeout_s)], log)
+    wait_json(log, proc, "ready", 30)
+    return proc, log
+
+
+def connected_result(proc: subprocess.Popen, log: Path, n: int, timeout_s: float) -> tuple[int, float]:
+    deadline = time.monotonic() + timeout_s + 30
+    last = 0.0
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        if time.monotonic() - last >= 5:
+            last = time.monotonic()
+            ups = [o for o in json_lines(log) if isinstance(o, dict) and "up" in o]
+            progress(f"  {ups[-1]['up'] if ups else 0}/{n} vehicles connected")
+    done = [o for o in json_lines(log) if isinstance(o, dict) and "connected" in o]
+    return (done[-1]["connected"], done[-1]["seconds"]) if done else (0, timeout_s)
 
 
 def summarise(n: int, station: dict, orders: dict, cpu: dict) -> tuple[dict, dict]:
@@ -524,9 +551,10 @@ def run_one(n: int, args: argparse.Namespace, shared: bool) -> tuple[dict, dict]
         (work / "tracks.json").write_text(json.dumps(fleet.tracks))
         config = write_config(work, broker.port, fleet)
         load_before = os.getloadavg()
+        waiter, waiter_log = wait_connected(procs, work, args, broker.port, n)
         service = procs.start("service", [str(REPO / ".venv" / "bin" / "droneops"), "serve", "--config", str(config),
-                                          "--log-level", "warning"], work / "service.log")
-        connected, took = asyncio.run(wait_connected(broker.port, n, args.connect_timeout_s))
+                                          "--log-level", args.service_log_level], work / "service.log")
+        connected, took = connected_result(waiter, waiter_log, n, args.connect_timeout_s)
         progress(f"N={n}: {connected}/{n} connected in {took:.1f} s; warm-up {args.warmup_s:g} s")
         time.sleep(args.warmup_s)
         tel, tel_log = spawn_role(procs, work, "station", args, broker.port,
@@ -563,7 +591,7 @@ def table(runs: list[dict]) -> str:
 
     cols = ["vehicles", "connected", "orders sub/done/lost/dup", "telemetry p50/p99 ms", "loop lag p50/p99/max ms",
             "dispatch p50/p99 ms", "service cores", "per vehicle", "RSS MB", "sim cores", "load"]
-    lines = [" | ".join(cols), " | ".join("-" * len(c) for c in cols)]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in runs:
         lag = r["loop_lag_ms"] or {}
         per = r["service_cpu_cores"] / r["vehicles"] if r["service_cpu_cores"] is not None else None
@@ -574,7 +602,7 @@ def table(runs: list[dict]) -> str:
             f"{f(lag.get('p50'))}/{f(lag.get('p99'))}/{f(lag.get('max'))}",
             f"{f(r['dispatch_ms']['p50'])}/{f(r['dispatch_ms']['p99'])}",
             f(r["service_cpu_cores"], 3), f(per, 5), f(r["service_rss_mb"]), f(r["sim_cpu_cores"], 3),
-            f(r["load_average"], 2)]))
+            f(r["load_average"], 2)]).join(("| ", " |")))
     return "\n".join(lines)
 
 
@@ -616,7 +644,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--links", choices=("auto", "shared", "per-vehicle"), default="auto",
                     help="shared MAVLink links (system ids) or one URL per vehicle (<= 16); auto: shared when "
                          "droneops sim has --shared-port")
+    ap.add_argument("--service-log-level", default="warning", help="droneops serve --log-level (default warning)")
     ap.add_argument("--json", action="store_true", help="print the results JSON instead of the table")
+    ap.add_argument("--table", type=Path, default=None, metavar="FILE",
+                    help="only print the table (and targets) of a results JSON written before")
     ap.add_argument("--role", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--broker-port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--tracks", default="", help=argparse.SUPPRESS)
@@ -625,12 +656,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def _stop_requested(signum: int, _frame: Any) -> None:
+    progress(f"signal {signum}: stopping everything this bench started")
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.role:
-        asyncio.run({"station": role_station, "orders": role_orders}[args.role](args))
+        roles = {"station": role_station, "orders": role_orders, "connected": role_connected}
+        asyncio.run(roles[args.role](args))
         return 0
-    signal.signal(signal.SIGTERM, signal.default_int_handler)   # stop like Ctrl-C: the finally blocks run
+    if args.table is not None:
+        runs = json.loads(args.table.read_text())["runs"]
+        print(table(runs) + "\n\ntargets at the largest fleet:\n" + "\n".join(targets(runs)))
+        return 0
+    signal.signal(signal.SIGTERM, _stop_requested)   # stop like Ctrl-C: the finally blocks run
     sizes = [int(x) for x in args.vehicles.split(",") if x.strip()]
     shared = sim_supports_shared() if args.links == "auto" else args.links == "shared"
     progress(f"fleet sizes {sizes}; shared MAVLink links {'available' if shared else 'NOT available'}; "

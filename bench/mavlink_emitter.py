@@ -87,13 +87,15 @@ def track_position(track: Track, t_s: float) -> tuple[float, float]:
 
 
 def sent_at(track: Track, lat_deg: float, lon_deg: float, seen_s: float) -> float:
-    """The send time of a position seen at epoch ``seen_s``: the latest time <= ``seen_s`` at which
-    the track was at (lat, lon). Exact to the MAVLink resolution (1e-7 deg: ~2 ms on the circle)."""
+    """The send time of a position seen at epoch ``seen_s``: the latest time before ``seen_s`` (or up
+    to 1 s after it, the rounding of the position) at which the track was at (lat, lon). Exact to the MAVLink resolution (1e-7 deg: ~2 ms on the circle)."""
     north = math.radians(lat_deg - track.lat_deg) * EARTH_RADIUS_M
     east = math.radians(lon_deg - track.lon_deg) * EARTH_RADIUS_M * math.cos(math.radians(track.lat_deg))
     a = math.atan2(east, north)
-    behind = (track_angle_rad(track, seen_s) - a) % (2.0 * math.pi)
-    return seen_s - behind / (2.0 * math.pi) * TRACK_PERIOD_S
+    behind_s = (track_angle_rad(track, seen_s) - a) % (2.0 * math.pi) / (2.0 * math.pi) * TRACK_PERIOD_S
+    if behind_s > TRACK_PERIOD_S - 1.0:   # "just ahead" by the 1e-7 deg rounding, not a minute late
+        behind_s -= TRACK_PERIOD_S
+    return seen_s - behind_s
 
 
 @dataclass

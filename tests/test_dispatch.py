@@ -38,7 +38,7 @@ def world():
     """huadu with a few stations that cannot recharge, quad7, one planner (cached plans)."""
     with open(load_network("huadu").source) as f:
         data = json.load(f)
-    dry = []
+    dry: list[str] = []
     for f in data["features"]:
         props = f.get("properties", {})
         if props.get("kind") == "station" and len(dry) < DRY_STATIONS:

@@ -27,6 +27,12 @@ the drop (the destination). So:
    with landings and stops in between (each >= 0 s). Its time to the drop is therefore >= the
    shortest ``edge_s`` path from ``origin`` to ``destination`` with the payload on board.
 
+   In the planner's flight model the time of a corridor does not depend on the mass carried
+   (cruise ground speed, climb, descent and speed-change times come from the profile's speeds and
+   the wind only), so one table serves every payload: the bound reads the empty-vehicle table
+   when the tables at 0 kg and at the profile's maximum payload are identical (checked when the
+   bound is built), and the order's own payload table otherwise.
+
 ``math.inf`` means "no corridor path at all" (unreachable, or unflyable in that wind). Energies
 Wh, times model seconds (not divided by a simulator speed factor), payloads kg.
 """
@@ -35,6 +41,8 @@ from __future__ import annotations
 
 import math
 from typing import Any
+
+import numpy as np
 
 from droneops.core.energy import Wind
 
@@ -58,6 +66,10 @@ class ReachBound:
         self._recharge: frozenset[int] = frozenset(cost_model.recharge)
         self.floor_wh = float(cost_model.floor_wh)
         self.capacity_wh = float(cost_model.capacity_wh)
+        empty = cost_model.phase_costs(0.0, self.wind).edge_s
+        full = cost_model.phase_costs(float(cost_model.profile.max_payload_kg), self.wind).edge_s
+        #: Corridor times are the same for every payload (see the module docstring).
+        self.time_payload_free = bool(np.array_equal(empty, full))
 
     def can_recharge(self, node: str) -> bool:
         return self._index[node] in self._recharge
@@ -72,7 +84,8 @@ class ReachBound:
     def time_lb_s(self, origin: str, destination: str, payload_kg: float) -> float:
         """Lower bound on the time from take-off at ``origin`` to the drop at ``destination``, s."""
         o, d = self._index[origin], self._index[destination]
-        row = self.model.phase_costs(float(payload_kg), self.wind).dist_to("s", (d,))
+        payload = 0.0 if self.time_payload_free else float(payload_kg)
+        row = self.model.phase_costs(payload, self.wind).dist_to("s", (d,))
         return float(row[o])
 
     def out_of_reach(self, origin: str, destination: str, payload_kg: float, battery_pct: float) -> bool:

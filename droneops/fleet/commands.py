@@ -103,7 +103,8 @@ class CommandHandler:
     async def _store_and_plan(self, cmd: IncomingCommand, oc: Any, order_id: str) -> None:
         ctx = self.ctx
         try:
-            order, created = await ctx.store.create_order_async(order_id, oc.request_json(), oc.priority)
+            doc, created = await ctx.store.create_order_doc_async(order_id, oc.request_json(), oc.priority)
+            order = doc.order
         except S.OrderConflict as exc:
             self.reject(cmd, "order", CommandError("conflict", str(exc), "order_id"), order_id=order_id)
             return
@@ -112,7 +113,7 @@ class CommandHandler:
             self.reject(cmd, "order", CommandError(INTERNAL_ERROR, f"order not stored: {exc}"), order_id=order_id)
             return
         if created:
-            self.orders.publish(order_id)
+            self.orders.publish(order_id, doc)
             try:
                 order = await self.orders.plan_new_async(order)
             except Exception as exc:   # a bug: the order stays received (the dispatcher retries it)

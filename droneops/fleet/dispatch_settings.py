@@ -5,7 +5,7 @@
     [dispatch]
     policy = "optimal"        # "optimal" (min total delivery time, priorities lexicographic) or "greedy"
     prune = true              # leave out vehicles provably out of reach / provably not the fastest
-    workers_kind = "thread"   # planner workers: "thread" or "process" (see docs/fleet.md, Dispatch)
+    workers_kind = "process"  # planner workers: "process" or "thread" (see docs/fleet.md, Dispatch)
     workers = 0               # planner workers; 0 = default (the machine's cores, at most 4)
 
 See :mod:`droneops.core.dispatch` (the policies), :mod:`droneops.core.reach` (the pruning bounds)
@@ -33,7 +33,7 @@ class DispatchSettings:
 
     policy: str = "optimal"
     prune: bool = True
-    workers_kind: str = "thread"
+    workers_kind: str = "process"
     workers: int = 0
 
 

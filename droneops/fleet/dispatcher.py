@@ -102,6 +102,10 @@ class Dispatcher:
                 "store": {"commits": store.commits, "writes": store.writes} if store is not None else None}
 
     async def run(self) -> None:
+        try:   # start the planner workers now, not on the first order (a process takes ~1 s)
+            await self.orders.pool.start()
+        except Exception:
+            self.ctx.log.exception("planner workers did not start (the first order starts them)")
         while True:
             with contextlib.suppress(asyncio.TimeoutError):   # the periodic look, not an error
                 await asyncio.wait_for(self.ctx.wake.wait(), DISPATCH_INTERVAL_S)

@@ -62,6 +62,10 @@ class TlsSettings:
         return ctx
 
 
+#: Retained topics written per event-loop turn at most (the writer yields in between).
+RETAINED_SLICE = 32
+
+
 @dataclass(frozen=True)
 class MqttSettings:
     """Broker connection and topic settings (see ``[mqtt]`` in the service config).
@@ -486,7 +490,11 @@ class MqttLink:
         return props
 
     async def _write_retained(self, client: AckingClient) -> None:
+        sent = 0
         while self._dirty:
+            sent += 1
+            if sent % RETAINED_SLICE == 0:
+                await asyncio.sleep(0)   # a burst of state (1,000 orders) must not hold the loop
             topic, _ = self._dirty.popitem(last=False)
             data = self._retained.get(topic)
             if data is None:

@@ -92,19 +92,22 @@ class OrderBook:
 
     # --- store + topic ------------------------------------------------------------------------
 
-    def publish(self, order_id: str) -> None:
-        """Publish the retained order document (state, plan, ETA, history, flights)."""
+    def publish(self, order_id: str, doc: S.OrderDoc | None = None) -> None:
+        """Publish the retained order document (state, plan, ETA, history, flights), from ``doc``
+        when the write just returned it (else read from the store)."""
         ctx = self.ctx
-        order = ctx.store.get_order(order_id)
-        if order is None:
-            return
+        if doc is None:
+            order = ctx.store.get_order(order_id)
+            if order is None:
+                return
+            doc = S.OrderDoc(order, ctx.store.history(order_id), ctx.store.flights(order_id=order_id))
         flights = [{"index": f.flight_index, "mission_index": f.mission_index, "vehicle_id": f.vehicle_id,
                     "state": f.state, "from": f.origin, "to": f.destination,
                     "planned_energy_wh": f.planned_energy_wh, "used_energy_wh": f.used_energy_wh,
                     "progress_current": f.progress_current, "mission_items": f.mission_items,
                     "started_at": f.started_at, "ended_at": f.ended_at}
-                   for f in ctx.store.flights(order_id=order_id)]
-        body = order_payload(order, ctx.store.history(order_id), eta=ctx.eta.get(order_id))
+                   for f in doc.flights]
+        body = order_payload(doc.order, doc.history, eta=ctx.eta.get(order_id))
         body["flights"] = flights
         body.pop("flight", None)
         ctx.link.set_retained(ctx.link.topics.order(order_id), body)
@@ -138,14 +141,14 @@ class OrderBook:
     async def transition_async(self, order_id: str, to_state: str, **kw: Any) -> S.Order | None:
         """:meth:`transition` with the store write awaited off the event loop."""
         try:
-            order = await self.ctx.store.transition_async(order_id, to_state, **kw)
+            doc = await self.ctx.store.transition_doc_async(order_id, to_state, **kw)
         except S.IllegalTransition as exc:
             self.ctx.log.warning("%s", exc)
             return None
-        if order.terminal:
+        if doc.order.terminal:
             self.ctx.eta.pop(order_id, None)
-        self.publish(order_id)
-        return order
+        self.publish(order_id, doc)
+        return doc.order
 
     def pinned(self, order_id: str) -> bool:
         """True when the order's payload is on its vehicle (it was diverted): it keeps the vehicle."""

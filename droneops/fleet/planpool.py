@@ -4,7 +4,7 @@ The fleet service never runs the planner on its event loop. :class:`PlanPool` ha
 requests (:class:`droneops.core.dispatch.PlanKey`: origin, destination, payload, battery) to a
 ``concurrent.futures`` pool:
 
-* ``kind = "process"`` (the default, ``[dispatch] workers_kind``): a ``ProcessPoolExecutor``
+* ``kind = "process"`` (the service's default, ``[dispatch] workers_kind``): a ``ProcessPoolExecutor``
   (``forkserver`` start: the service has MAVSDK and MQTT threads, which must not be forked) whose
   workers each build one :class:`droneops.core.planner.Planner` in their initializer and keep it
   (its cost tables and distance rows stay warm). The planner is pure numpy/Python and holds the

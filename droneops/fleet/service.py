@@ -12,6 +12,8 @@ One asyncio process owns:
 * one **agent** per configured vehicle (:mod:`droneops.fleet.agents`): a
   :class:`droneops.vehicles.flight.FlightController`, where the vehicle stands (network node),
   when its battery swap/charge ends, and the job it runs;
+* the **MAVLink links** (:class:`droneops.vehicles.link.MavlinkLinks`, ``ctx.mavlink``): one MAVSDK
+  ground station per vehicle URL, shared by every vehicle on it (told apart by system id);
 * the **dispatcher** (:mod:`droneops.fleet.dispatcher`, policy :mod:`droneops.core.dispatch`):
   queued orders, highest priority first then oldest, go to the idle vehicle with the earliest
   planned arrival at the destination;

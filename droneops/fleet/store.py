@@ -84,6 +84,7 @@ from droneops.fleet.store_model import (  # noqa: F401  (the store's public voca
     IllegalTransition,
     Order,
     OrderConflict,
+    OrderDoc,
     Recovery,
     StoreError,
     Transition,
@@ -387,6 +388,26 @@ class Store:
         """:meth:`transition` without blocking the event loop (done = committed)."""
         return await self._await(self._transition_job(order_id, to_state, reason=reason, plan=plan,
                                                       vehicle_id=vehicle_id, unassign=unassign, expect=expect))
+
+    def _doc(self, db: sqlite3.Connection, order: Order) -> OrderDoc:
+        hist = db.execute("SELECT * FROM order_history WHERE order_id=? ORDER BY id", (order.id,)).fetchall()
+        flights = db.execute("SELECT * FROM flights WHERE order_id=? ORDER BY id", (order.id,)).fetchall()
+        return OrderDoc(order, [Transition(r["order_id"], r["from_state"], r["to_state"], r["reason"], r["at"])
+                                for r in hist], [self._flight(r) for r in flights])
+
+    async def create_order_doc_async(self, order_id: str, request: dict, priority: int) -> tuple[OrderDoc, bool]:
+        """:meth:`create_order_async` returning the order's :class:`OrderDoc`."""
+        job = self._create_order_job(order_id, request, priority)
+
+        def with_doc(db: sqlite3.Connection) -> tuple[OrderDoc, bool]:
+            order, created = job(db)
+            return self._doc(db, order), created
+        return await self._await(with_doc)
+
+    async def transition_doc_async(self, order_id: str, to_state: str, **kw: Any) -> OrderDoc:
+        """:meth:`transition_async` (same keywords) returning the order's :class:`OrderDoc`."""
+        job = self._transition_job(order_id, to_state, **kw)
+        return await self._await(lambda db: self._doc(db, job(db)))
 
     def history(self, order_id: str) -> list[Transition]:
         with self._read() as rdb:

@@ -204,3 +204,14 @@ class Recovery:
     queued: list[Order]
     active: list[tuple[Order, Flight | None]]
     open_flights: list[Flight]
+
+
+@dataclass(frozen=True)
+class OrderDoc:
+    """An order with its history and flights, read in the same transaction as the write that
+    returned it (what the retained order topic shows; the ``*_doc_async`` writes return it so
+    the event loop publishes without reading the database itself)."""
+
+    order: Order
+    history: list[Transition]
+    flights: list[Flight]
