@@ -91,6 +91,8 @@ class MosquittoBroker:
             f"password_file {self.passwd_file}",
             f"acl_file {self.acl_file}",
             "persistence false",
+            # the same per-client queues as the shipped missions/mosquitto/mosquitto.conf
+            "max_queued_messages 10000", "max_inflight_messages 100",
             f"log_dest file {self.log_file}",
             "log_type error", "log_type warning", "log_type notice", "log_type information",
             f"listener {self.port} {self.host}",

@@ -80,8 +80,8 @@ class FleetContext:
         is logged (with its traceback); the event is still published."""
         data = {k: v for k, v in fields.items() if k not in ("order_id", "vehicle_id")}
         try:
-            self.store.add_event(kind, order_id=fields.get("order_id"), vehicle_id=fields.get("vehicle_id"),
-                                 data=data)
+            self.store.post_event(kind, order_id=fields.get("order_id"), vehicle_id=fields.get("vehicle_id"),
+                                  data=data)
         except Exception:
             log.exception("could not store event %s", kind)
         self.link.event(kind, **fields)
