@@ -99,7 +99,8 @@ _SERVICE_KEYS = {"network", "vehicle", "store", "objective", "return_to", "wind"
                  "energy_watch", "energy_min_progress"}
 _MQTT_KEYS = {"host", "port", "fleet", "prefix", "username", "password", "password_env", "password_file",
               "client_id", "telemetry_hz", "keepalive_s", "reconnect_min_s", "reconnect_max_s",
-              "queue_limit", "ha_discovery", "ha_prefix", "tls", "protocol"}
+              "queue_limit", "ha_discovery", "ha_prefix", "tls", "protocol", "max_queued_incoming",
+              "status_interval_s"}
 _TLS_KEYS = {"ca_file", "cert_file", "key_file", "insecure"}
 _VEHICLE_KEYS = {"id", "url", "home", "system_id"}
 
@@ -242,6 +243,8 @@ def parse_mqtt(data: dict, base: Path, where: str = "[mqtt]") -> MqttSettings:
         ha_discovery=_bool(data, "ha_discovery", where, False),
         ha_prefix=_text(data, "ha_prefix", where, "homeassistant"),
         protocol=5 if protocol == "5" else 4,
+        max_queued_incoming=_int(data, "max_queued_incoming", where, 10_000, 100, 10_000_000),
+        status_interval_s=_num(data, "status_interval_s", where, 2.0, 0.1, 3600.0),
     )
 
 

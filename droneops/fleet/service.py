@@ -15,8 +15,9 @@ One asyncio process owns:
 * the **MAVLink links** (:class:`droneops.vehicles.link.MavlinkLinks`, ``ctx.mavlink``): one MAVSDK
   ground station per vehicle URL, shared by every vehicle on it (told apart by system id);
 * the **dispatcher** (:mod:`droneops.fleet.dispatcher`, policy :mod:`droneops.core.dispatch`):
-  queued orders, highest priority first then oldest, go to the idle vehicle with the earliest
-  planned arrival at the destination;
+  each round matches queued orders to idle vehicles, priority classes first, minimising the sum
+  of planned arrivals (``[dispatch] policy = "optimal"``; ``"greedy"`` is the earlier rule), with
+  the planning in a worker pool (:mod:`droneops.fleet.planpool`);
 * the **order lifecycle** (:mod:`droneops.fleet.orders`): transitions and the retained order topic;
 * the **flight supervision** (:mod:`droneops.fleet.supervision`): each order's flights, the
   energy watch (:mod:`droneops.core.energy_watch`) and diverts to a station;

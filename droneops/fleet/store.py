@@ -447,7 +447,21 @@ class Store:
     def update_flight(self, flight_id: int, *, state: str | None = None,
                       progress_current: int | None = None, used_energy_wh: float | None = None,
                       mission_items: int | None = None, destination: str | None = None) -> Flight:
-        """Change a flight's state (checked against :data:`FLIGHT_TRANSITIONS`) and/or progress."""
+        """Change a flight's state (checked against :data:`FLIGHT_TRANSITIONS`) and/or progress;
+        durable when it returns."""
+        return self._wait(self._update_flight_job(flight_id, state, progress_current, used_energy_wh,
+                                                  mission_items, destination))
+
+    def post_flight_progress(self, flight_id: int, progress_current: int) -> cf.Future:
+        """Queue a flight's mission progress without waiting (a record, not a promise to anyone:
+        it is written in order with the writes around it; a failure is logged)."""
+        fut = self._writer.submit(self._update_flight_job(flight_id, None, progress_current, None, None, None))
+        fut.add_done_callback(_log_failure)
+        return fut
+
+    def _update_flight_job(self, flight_id: int, state: str | None, progress_current: int | None,
+                           used_energy_wh: float | None, mission_items: int | None,
+                           destination: str | None) -> WriteJob:
         now = self._clock()
         values = (("progress_current", progress_current), ("used_energy_wh", used_energy_wh),
                   ("mission_items", mission_items), ("destination", destination))
@@ -472,7 +486,7 @@ class Store:
                     args.append(value)
             db.execute(f"UPDATE flights SET {', '.join(sets)} WHERE id=?", (*args, flight_id))
             return self._flight(db.execute("SELECT * FROM flights WHERE id=?", (flight_id,)).fetchone())
-        return self._wait(job)
+        return job
 
     def get_flight(self, flight_id: int) -> Flight | None:
         with self._read() as rdb:

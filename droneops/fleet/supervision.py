@@ -9,6 +9,7 @@ planned (model) durations into wall seconds.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import Coroutine, Sequence
@@ -113,7 +114,8 @@ class Supervisor:
         elif kind == "progress" and agent.flight is not None:
             current = int(data.get("current", -1))
             if current >= 0 and agent.flight.state == S.F_IN_FLIGHT:
-                agent.flight = ctx.store.update_flight(agent.flight.id, progress_current=current)
+                ctx.store.post_flight_progress(agent.flight.id, current)   # not waited for: see the store
+                agent.flight = dataclasses.replace(agent.flight, progress_current=current)
             if agent.drop_seq is not None and current > agent.drop_seq:
                 self.orders.mark_delivered(agent)
             if agent.order_id:
