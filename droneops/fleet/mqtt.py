@@ -307,6 +307,7 @@ class MqttLink:
         self._retained: dict[str, bytes] = {}
         self._dirty: OrderedDict[str, None] = OrderedDict()
         self._queue: deque[_Outgoing] = deque(maxlen=settings.queue_limit)
+        self._queued_qos0 = 0   # QoS 0 messages in _queue (telemetry queued while the link was down)
         self._wake = asyncio.Event()
         #: Set while connected, subscribed and announced online.
         self.connected = asyncio.Event()
@@ -368,8 +369,11 @@ class MqttLink:
         data = obj if isinstance(obj, bytes) else dumps(obj)
         client = self.connection.client
         if (qos == 0 and correlation_data is None and client is not None and self.connected.is_set()
-                and not self._queue and not self._dirty):
-            # Fast path for telemetry: straight into paho's send queue (no writer-task hop).
+                and not self._queued_qos0):
+            # Fast path for telemetry: straight into paho's send queue (no writer-task hop), also
+            # while QoS 1 events and replies wait in the queue (each waits for its PUBACK: telemetry
+            # behind a burst of them was late by a round trip per queued message). Only older QoS 0
+            # messages still queued (from a reconnect) keep it in line, so it never overtakes them.
             try:
                 client.publish_nowait(topic, data, qos=0)
                 return
@@ -377,7 +381,9 @@ class MqttLink:
                 log.debug("fast publish on %s refused (%s); queued", topic, exc)
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1
+            self._queued_qos0 -= self._queue[0].qos == 0   # the deque drops its oldest
         self._queue.append(_Outgoing(topic, data, qos, False, correlation_data))
+        self._queued_qos0 += qos == 0
         self._wake.set()
 
     def event(self, kind: str, **fields: Any) -> dict:
@@ -524,7 +530,7 @@ class MqttLink:
                 else:
                     await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=False,
                                          properties=self._properties(msg))
-                self._queue.popleft()
+                self._queued_qos0 -= self._queue.popleft().qos == 0
             self._wake.clear()
             if not (self._dirty or self._queue):
                 await self._wake.wait()
