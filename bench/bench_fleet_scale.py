@@ -508,7 +508,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--links", choices=("auto", "shared", "per-vehicle"), default="auto",
                     help="shared MAVLink links (system ids) or one URL per vehicle (<= 16); auto: shared when "
                          "droneops sim has --shared-port")
-    ap.add_argument("--service-log-level", default="warning", help="droneops serve --log-level (default warning)")
+    ap.add_argument("--service-log-level", default="warning", type=str.lower,
+                    choices=("debug", "info", "warning", "error"), help="droneops serve --log-level (default warning)")
     ap.add_argument("--json", action="store_true", help="print the results JSON instead of the table")
     ap.add_argument("--table", type=Path, default=None, metavar="FILE",
                     help="only print the table (and targets) of a results JSON written before")

@@ -22,12 +22,15 @@ milliseconds) for the status payload and the benchmarks.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
 import contextlib
 import dataclasses
+import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from droneops.core.dispatch import (
     Assignment,
@@ -49,10 +52,16 @@ if TYPE_CHECKING:
     from droneops.fleet.orders import OrderBook
     from droneops.fleet.supervision import Supervisor
 
+_T = TypeVar("_T")
+
 #: The dispatcher looks at the queue at least this often (and at once on every change), s.
 DISPATCH_INTERVAL_S = 1.0
 #: ... but not more often than this (wake-ups meanwhile are taken by the next round), s.
 DISPATCH_MIN_GAP_S = 0.1
+#: Threads of the dispatcher's own executor (queue reads, key listing, the policy). Not the loop's
+#: default executor: MAVSDK runs every blocking call there (a parameter probe of a vehicle that does
+#: not answer holds a thread for MAVSDK's timeout), and 400 vehicles' calls starved the rounds.
+DISPATCH_THREADS = 2
 
 
 def vehicle_view(agent: Agent, now: float) -> VehicleView:
@@ -90,6 +99,16 @@ class Dispatcher:
         # the round's own bound (used in worker threads only; see the module docstring)
         self._bound = ReachBound(Planner(ctx.network, ctx.profile), ctx.wind) if orders.settings.prune else None
         self.last_round: RoundFigures | None = None
+        self._executor = cf.ThreadPoolExecutor(DISPATCH_THREADS, thread_name_prefix="droneops-dispatch")
+
+    def close(self) -> None:
+        """Stop the dispatcher's threads (after its task has been cancelled)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _in_thread(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        """``fn(*args, **kwargs)`` on the dispatcher's own threads (see :data:`DISPATCH_THREADS`)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
     def figures(self) -> dict:
         """The status payload's ``dispatch`` figures: the last round, the planner workers and the
@@ -123,7 +142,7 @@ class Dispatcher:
         queue is read in a worker thread (without the plans: the policy needs none)."""
         ctx = self.ctx
         t0 = time.perf_counter()
-        received = await asyncio.to_thread(ctx.store.orders, [S.RECEIVED], with_plan=False)
+        received = await self._in_thread(ctx.store.orders, [S.RECEIVED], with_plan=False)
         # the command handler plans the orders it is storing right now; the rest (after a restart)
         # are planned here, all at once (the planner workers take them in parallel)
         await asyncio.gather(*(self.orders.plan_new_async(o) for o in queue_order_rows(received)
@@ -132,15 +151,15 @@ class Dispatcher:
         free = [vehicle_view(a, now) for a in ctx.agents.values() if a.available(now)]
         if not free:
             return
-        planned = await asyncio.to_thread(ctx.store.orders, [S.PLANNED], with_plan=False)
+        planned = await self._in_thread(ctx.store.orders, [S.PLANNED], with_plan=False)
         if not planned:
             return
         views = queue_order([order_view(o) for o in planned])
         network, bound = ctx.network, self._bound
-        keys = await asyncio.to_thread(plan_keys, views, free, network, bound)
+        keys = await self._in_thread(plan_keys, views, free, network, bound)
         table = await self.orders.pool.plan_many(keys)
         t1 = time.perf_counter()
-        assignments = await asyncio.to_thread(self._policy, views, free, table)
+        assignments = await self._in_thread(self._policy, views, free, table)
         t2 = time.perf_counter()
         await self._start_all(assignments, now)
         self.last_round = RoundFigures(len(views), len(free), len(keys), len(assignments),

@@ -125,6 +125,7 @@ class FleetService:
         """Run until ``stop`` is set (or the task is cancelled); then shut down cleanly."""
         stop = stop or asyncio.Event()
         ctx = self.ctx
+        size_default_executor(len(ctx.agents))
         store = S.Store(self.config.store_path)
         try:
             self._link = link = MqttLink(self.config.mqtt, on_command=self.commands.on_command,
@@ -188,6 +189,7 @@ class FleetService:
             except Exception:
                 log.exception("closing the MQTT link failed")
         ctx.attach(None, None)
+        self.dispatcher.close()
         self.orders.close()
         store.close()
         log.info("fleet service stopped")
@@ -198,3 +200,21 @@ class FleetService:
         return {"version": __version__, "pid": os.getpid(), "started_at": self._started_at,
                 "vehicles": sorted(self.ctx.agents), "loop_lag_ms": self.loop_lag.figures(),
                 "dispatch": self.dispatcher.figures()}
+
+
+#: Threads of the event loop's default executor per vehicle, and the floor. MAVSDK's asyncio API
+#: runs each blocking call (uploads, actions, parameter reads) on that executor; a vehicle that
+#: does not answer holds a thread until MAVSDK's timeout. asyncio's default (min(32, cores + 4)
+#: threads) let 400 vehicles' start-up parameter probes queue every other blocking call for minutes.
+EXECUTOR_THREADS_PER_VEHICLE = 2
+EXECUTOR_THREADS_MIN = 32
+
+
+def size_default_executor(vehicles: int) -> None:
+    """Give the running loop a default executor sized for ``vehicles`` (threads are created on
+    demand, so an idle fleet costs none)."""
+    import concurrent.futures as cf
+
+    workers = max(EXECUTOR_THREADS_MIN, EXECUTOR_THREADS_PER_VEHICLE * vehicles)
+    asyncio.get_running_loop().set_default_executor(
+        cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="droneops-io"))
