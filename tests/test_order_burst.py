@@ -30,9 +30,6 @@ from service_fixtures import ServiceProcess, service_toml
 
 N_ORDERS = 1000
 BURST_S = 1.0
-#: The loop may lag behind its 50 ms sampling tick at most this much during the burst, ms
-#: (a shared 2-core test machine; the figure measured is printed and documented in docs/fleet.md).
-LAG_MAX_MS = 250.0
 
 
 def _start_service(broker, tmp_path, homes: list[str]) -> ServiceProcess:
@@ -132,7 +129,9 @@ async def test_burst_of_orders_all_answered_once(mosquitto, tmp_path):
             print(f"\nburst: {N_ORDERS} orders sent in {sent_s:.2f} s, all answered {answered_s:.2f} s after the "
                   f"first; loop lag p50 {lag['p50']} p99 {lag['p99']} max {lag['max']} ms "
                   f"({lag['samples']} samples); store commits {store['commits']} for {store['writes']} writes")
-            assert lag["samples"] > 0 and lag["max"] < LAG_MAX_MS, lag
+            # the lag is measured by bench/bench_fleet_scale.py, not asserted here (no timed assertions
+            # in tests: a shared machine); this checks the sampler reports through the status
+            assert lag["samples"] > 0 and 0.0 <= lag["p50"] <= lag["p99"] <= lag["max"], lag
             assert store["commits"] < store["writes"] / 2      # group commit did group
         assert svc.terminate(30) == 0
     finally:
