@@ -308,8 +308,9 @@ async def test_retained_state_reaches_the_stream_and_live_updates_follow(mosquit
                     net = await r.json()
                     assert len(net["nodes"]) == len(huadu.nodes) and net["pads"]
             async with SseReader(url) as sse:
+                # wait for V001's position too: its first retained state may precede its telemetry
                 view = await sse.wait_for(lambda v: len(v["vehicles"]) == 3 and v["service"]["state"] == "online"
-                                          and v)
+                                          and "e_m" in v["vehicles"].get("V001", {}) and v)
                 assert view["station"] == "shiling" and view["feed"]["connected"]
                 v1 = view["vehicles"]["V001"]
                 assert v1["link"] == "up" and v1["stale"] is None and "e_m" in v1
