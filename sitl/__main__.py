@@ -144,31 +144,37 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(fleet, args: argparse.Namespace, t0: float) -> int:
-    """Start the fleet, print the table, run until Ctrl-C / --duration-s / an instance dies."""
+    """Start the fleet, print the table, run until Ctrl-C / --duration-s / an instance dies.
+    Once the fleet is up, an interrupt (Ctrl-C, SIGTERM) anywhere is the normal stop (exit 0):
+    the table may just have been printed when it arrives."""
     with fleet:
-        rows = [v.describe() for v in fleet]
-        if args.json:
-            print(json.dumps(rows))
-        else:
-            _print_table([{"name": r["name"], "instance": r["instance"], "sysid": r["system_id"],
-                           "url": r["url"], "lat_deg": f"{r['lat_deg']:.6f}", "lon_deg": f"{r['lon_deg']:.6f}",
-                           "ground_alt_m": f"{r['ground_alt_m']:.1f}"} for r in rows])
-        sys.stdout.flush()
-        print(f"sitl: ready after {time.monotonic() - t0:.1f} s; every GCS link on udp {args.gcs_port} "
-              f"(one shared connection udpin://127.0.0.1:{args.gcs_port}, system ids "
-              f"{', '.join(str(r['system_id']) for r in rows)}); Ctrl-C stops", file=sys.stderr)
-        started = time.monotonic()
-        while args.duration_s is None or time.monotonic() - started < args.duration_s:
-            dead = [v for v in fleet if not v.running]
-            if dead:
-                for v in dead:
-                    print(f"sitl: PX4 instance {v.instance} ({v.name}) exited:\n{v.console_tail(10)}",
-                          file=sys.stderr)
-                return EXIT_FAILED
-            try:
-                time.sleep(0.2)
-            except KeyboardInterrupt:
-                break
+        try:
+            return _report_and_wait(fleet, args, t0)
+        except KeyboardInterrupt:
+            return EXIT_OK
+
+
+def _report_and_wait(fleet, args: argparse.Namespace, t0: float) -> int:
+    rows = [v.describe() for v in fleet]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        _print_table([{"name": r["name"], "instance": r["instance"], "sysid": r["system_id"],
+                       "url": r["url"], "lat_deg": f"{r['lat_deg']:.6f}", "lon_deg": f"{r['lon_deg']:.6f}",
+                       "ground_alt_m": f"{r['ground_alt_m']:.1f}"} for r in rows])
+    sys.stdout.flush()
+    print(f"sitl: ready after {time.monotonic() - t0:.1f} s; every GCS link on udp {args.gcs_port} "
+          f"(one shared connection udpin://127.0.0.1:{args.gcs_port}, system ids "
+          f"{', '.join(str(r['system_id']) for r in rows)}); Ctrl-C stops", file=sys.stderr)
+    started = time.monotonic()
+    while args.duration_s is None or time.monotonic() - started < args.duration_s:
+        dead = [v for v in fleet if not v.running]
+        if dead:
+            for v in dead:
+                print(f"sitl: PX4 instance {v.instance} ({v.name}) exited:\n{v.console_tail(10)}",
+                      file=sys.stderr)
+            return EXIT_FAILED
+        time.sleep(0.2)
     return EXIT_OK
 
 
