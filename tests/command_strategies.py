@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 PADS = ("P01", "P02", "P03")
@@ -109,3 +110,17 @@ def malformed_vehicle(draw) -> tuple[str, bytes]:
                       st.text(min_size=1, max_size=8).filter(lambda k: k != "action")),
         ))
     return vid, payload
+
+
+def draw_examples(strategy, n: int) -> list:
+    """n examples of a Hypothesis strategy (deterministic), to send over the broker."""
+    out: list = []
+
+    @settings(max_examples=n, database=None, derandomize=True, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def collect(x):
+        out.append(x)
+
+    collect()
+    return out

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from command_strategies import draw_examples, malformed_order, malformed_vehicle
 from droneops.errors import UserError
 from droneops.fleet import store as S
 from droneops.fleet.config import ServiceConfig, VehicleConfig, parse_config
@@ -260,14 +261,33 @@ async def test_service_flies_24_vehicles_over_one_connection(mosquitto, tmp_path
                     {k: o["state"] for k, o in orders.items() if o["state"] != "completed"}
                 flown_by = {o["vehicle_id"] for o in orders.values()}
                 assert len(flown_by) >= FLEET // 2     # spread over the fleet, not queued on a few
+                await _fuzz_and_acl(mosquitto, st, p, rows[3]["vehicle"])
             print(f"\n24 vehicles on one link: connected in {connect_s:.1f} s")
         finally:
             stop.set()
             await asyncio.wait_for(task, 60)
         with S.Store(tmp_path / "fleet.db") as db:
             _check_flown_once(db, net, quad7, FLEET)
+            assert not db.events(kind="vehicle_command")   # the station's land never reached the service
     finally:
         sim.stop()
+
+
+async def _fuzz_and_acl(mosquitto, st, p: str, vehicle_id: str) -> None:
+    """At fleet size: every malformed command (orders from a station, vehicle commands from the
+    operator) gets an error reply, and a station's vehicle command is dropped by the broker's ACL."""
+    async with Subscriber(mosquitto, "operator", f"{p}/reply/operator/#") as op:
+        orders = draw_examples(malformed_order, 60)
+        vehicles = [(vid, pl) for vid, pl in draw_examples(malformed_vehicle(), 30)
+                    if vid.isprintable() and not set(vid) & set("+#/")]   # topic-legal ids only
+        corrs = [await send(st, f"{p}/cmd/order", payload) for payload in orders]
+        ops = [await send(op, f"{p}/cmd/vehicle/{vid}", payload) for vid, payload in vehicles]
+        for sub, corr in [(st, c) for c in corrs] + [(op, c) for c in ops]:
+            reply = await reply_for(sub, corr)
+            assert reply["ok"] is False and reply["error"]["code"], reply
+        await send(st, f"{p}/cmd/vehicle/{vehicle_id}", {"action": "land"})
+        marker = await send(st, f"{p}/cmd/order", {"to": "nowhere", "payload_kg": 1})
+        assert (await reply_for(st, marker))["error"]["code"] == "unknown_node"
 
 
 async def test_kill9_at_fleet_size_reattaches_every_flight(mosquitto, tmp_path, net, quad7):

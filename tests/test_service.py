@@ -17,9 +17,8 @@ import math
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
 
-from command_strategies import malformed_order, malformed_vehicle
+from command_strategies import draw_examples, malformed_order, malformed_vehicle
 from droneops.core.dispatch import recharge_time_s, time_to_drop_s
 from droneops.core.energy_watch import EnergyWatch, RouteProgress
 from droneops.errors import UserError
@@ -345,10 +344,10 @@ async def test_rejections_fuzz_acl_and_broker_restart(mosquitto, tmp_path, make_
         assert not r["ok"] and r["error"]["code"] == "not_flying"
 
         # fuzz over the broker: every malformed command gets an error reply, the service lives on
-        orders = _draw(malformed_order, 120)
+        orders = draw_examples(malformed_order, 120)
         # ids the broker itself would refuse in a topic (control characters, wildcards) never
         # reach a service: send only topic-legal ones
-        vehicles = [(vid, pl) for vid, pl in _draw(malformed_vehicle(), 60)
+        vehicles = [(vid, pl) for vid, pl in draw_examples(malformed_vehicle(), 60)
                     if vid.isprintable() and not set(vid) & set("+#/")]
         corrs = [await send(st, f"{p}/cmd/order", payload) for payload in orders]
         corrs += [await send(op, f"{p}/cmd/vehicle/{vid}", payload) for vid, payload in vehicles]
@@ -383,20 +382,6 @@ async def test_rejections_fuzz_acl_and_broker_restart(mosquitto, tmp_path, make_
         # and the service's clean stop left "offline" (shutdown) retained
         status = await late.wait_for(lambda m: m.topic.value == f"{p}/service/status")
         assert jpayload(status)["state"] == "offline" and jpayload(status)["reason"] == "shutdown"
-
-
-def _draw(strategy, n: int) -> list:
-    """n examples of a Hypothesis strategy (deterministic), to send over the broker."""
-    out: list = []
-
-    @settings(max_examples=n, database=None, derandomize=True, deadline=None,
-              suppress_health_check=list(HealthCheck))
-    @given(strategy)
-    def collect(x):
-        out.append(x)
-
-    collect()
-    return out
 
 
 async def test_energy_watch_diverts_and_flies_on(mosquitto, tmp_path, make_sim_vehicle, net, quad7):
