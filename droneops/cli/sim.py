@@ -45,12 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vehicles", type=int, default=1, metavar="N", help="number of vehicles (default 1)")
     p.add_argument("--at", default=None, metavar="ID[,ID...]",
                    help="node ids to spawn at, round-robin (default: every depot and station)")
-    p.add_argument("--base-port", "--port", dest="base_port", type=int, default=14540, metavar="PORT",
-                   help="UDP port of vehicle 1; vehicle i uses PORT+i-1 (default 14540, like PX4 SITL)")
-    p.add_argument("--shared-port", type=int, default=None, metavar="P",
-                   help="send many vehicles to ONE port instead: vehicles 1..253 to P with system ids 1, 2, ... "
-                        "(245, the ground station's, skipped), the next ones to P+1 with ids from 1 again; "
-                        "a ground station connects udpin://127.0.0.1:P and tells them apart by system id")
+    ports = p.add_mutually_exclusive_group()
+    ports.add_argument("--base-port", "--port", dest="base_port", type=int, default=14540, metavar="PORT",
+                       help="UDP port of vehicle 1; vehicle i uses PORT+i-1 (default 14540, like PX4 SITL)")
+    ports.add_argument("--shared-port", type=int, default=None, metavar="P",
+                       help="send many vehicles to ONE port instead: vehicles 1..253 to P with system ids 1, 2, ... "
+                            "(245, the ground station's, skipped), the next ones to P+1 with ids from 1 again; "
+                            "a ground station connects udpin://127.0.0.1:P and tells them apart by system id")
     p.add_argument("--json", action="store_true",
                    help="print the vehicles as a JSON list of {vehicle, url, system_id, home} instead of a table")
     p.add_argument("--vehicle", default="quad7", metavar="NAME",
