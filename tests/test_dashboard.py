@@ -400,7 +400,10 @@ async def test_booking_is_a_v5_request_with_reply(mosquitto, huadu, tmp_path, ma
         # input the dashboard can check itself never reaches MQTT
         n_cmds = sum(m.topic.value.endswith("/cmd/order") for m in spy.messages)
         for bad in ({"to": "nowhere", "payload_kg": 1}, {"to": "P05"}, {"to": "P05", "payload_kg": -1},
-                    {"to": "P05", "payload_kg": 1, "extra": 1}):
+                    {"to": "P05", "payload_kg": 1, "extra": 1},
+                    # numbers JSON allows but no float holds: 400 with a reason, never a 500
+                    {"to": "P05", "payload_kg": 10**400}, {"to": "P05", "payload_kg": float("nan")},
+                    {"to": "P05", "payload_kg": float("inf")}):
             status, body = await post_order(url, bad)
             assert status == 400 and not body["accepted"] and body["reason"], bad
         async with aiohttp.ClientSession() as session:

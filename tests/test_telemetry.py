@@ -76,6 +76,21 @@ def test_valid_order_full():
     assert cmd.request_json()["from"] == "S01"
 
 
+def test_numbers_no_float_holds_are_out_of_range():
+    """A 400-digit integer and 1e400 are valid JSON; NaN/inf reach the parser in a dict (the
+    dashboard's HTTP body): each is ``out_of_range`` with a message naming the field."""
+    for payload in (b'{"to": "P01", "payload_kg": ' + b"9" * 400 + b"}", b'{"to": "P01", "payload_kg": 1e400}',
+                    {"to": "P01", "payload_kg": math.nan}, {"to": "P01", "payload_kg": -math.inf}):
+        with pytest.raises(CommandError) as info:
+            T.parse_order_command(payload, LIMITS)
+        assert (info.value.code, info.value.field) == ("out_of_range", "payload_kg"), payload
+        assert info.value.message == "payload_kg must be a finite number (kg)"
+    unbounded = T.CommandLimits(max_payload_kg=math.inf)   # the dashboard's limits: the service knows the cap
+    with pytest.raises(CommandError) as info:
+        T.parse_order_command({"to": "P01", "payload_kg": -1.0}, unbounded)
+    assert info.value.message == "payload_kg must be at least 0 kg"
+
+
 @pytest.mark.parametrize("payload,code,field", [
     (b'{"to": "P01"}', "missing_field", "payload_kg"),
     (b'{"payload_kg": 1}', "missing_field", "to"),

@@ -90,6 +90,10 @@ class CommandHandler:
             oid = peek_order_id(cmd.payload)
             self.reject(cmd, "order", err, **({"order_id": oid} if oid else {}))
             return
+        except Exception as exc:   # a bug in validation: still one error reply, and the traceback logged
+            self.ctx.log.exception("cmd/order: validation failed unexpectedly")
+            self.reject(cmd, "order", CommandError(INTERNAL_ERROR, f"order not validated: {type(exc).__name__}"))
+            return
         order_id = oc.order_id or f"o-{uuid.uuid4().hex[:12]}"
         while order_id in self.orders.planning:   # the same id is being stored and planned right now:
             await self.orders.planning[order_id].wait()   # a retry then gets its planned state

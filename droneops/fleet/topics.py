@@ -239,6 +239,21 @@ def _id(obj: dict, key: str, kind: str) -> str:
     return value
 
 
+def finite_number(value: Any, key: str, unit: str) -> float:
+    """A JSON number as a finite float, or :class:`CommandError`: ``bad_type`` for a non-number
+    (booleans included), ``out_of_range`` for NaN, infinities and integers too large for a float
+    (a 400-digit integer is valid JSON)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CommandError("bad_type", f"{key} must be a number ({unit})", key)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise CommandError("out_of_range", f"{key} must be a finite number ({unit})", key)
+    return number
+
+
 def validate_id(value: str, kind: str = "id") -> str:
     """Check an id for use as one MQTT topic level; raise :class:`CommandError`."""
     return _id({"id": value}, "id", kind)
@@ -254,13 +269,11 @@ def parse_order_command(payload: bytes | str | dict, limits: CommandLimits) -> O
     to = _id(obj, "to", "pad")
     if limits.pads is not None and to not in limits.pads:
         raise CommandError("unknown_node", f"{to!r} is not a landing pad of this network", "to")
-    mass = obj["payload_kg"]
-    if isinstance(mass, bool) or not isinstance(mass, (int, float)):
-        raise CommandError("bad_type", "payload_kg must be a number (kg)", "payload_kg")
-    mass = float(mass)
-    if not math.isfinite(mass) or mass < 0 or mass > limits.max_payload_kg:
-        raise CommandError("out_of_range",
-                           f"payload_kg must be between 0 and {limits.max_payload_kg:g} kg", "payload_kg")
+    mass = finite_number(obj["payload_kg"], "payload_kg", "kg")
+    if mass < 0 or mass > limits.max_payload_kg:
+        bounds = (f"between 0 and {limits.max_payload_kg:g} kg" if math.isfinite(limits.max_payload_kg)
+                  else "at least 0 kg")
+        raise CommandError("out_of_range", f"payload_kg must be {bounds}", "payload_kg")
     priority = obj.get("priority", PRIORITY_DEFAULT)
     if isinstance(priority, bool) or not isinstance(priority, int):
         if isinstance(priority, float) and priority.is_integer():
