@@ -341,3 +341,47 @@ async def test_kill9_at_fleet_size_reattaches_every_flight(mosquitto, tmp_path, 
         sim.stop()
     with S.Store(tmp_path / "fleet.db") as db:
         _check_flown_once(db, net, quad7, FLEET)
+
+
+async def test_orders_sent_while_the_service_is_down_are_flown(mosquitto, tmp_path, net, quad7):
+    """``kill -9`` the service, send 20 orders while it is down, restart it: the broker kept the
+    service's MQTT v5 session (clean start off, QoS 1 subscriptions), so all 20 are answered and
+    flown, each exactly once."""
+    count, fleet = 20, 4
+    port = free_udp_port()
+    netfile = write_network(tmp_path / "net.geojson")
+    sim = SimProcess(["--network", str(netfile), "--vehicle", "quad7", "--vehicles", str(fleet), "--shared-port",
+                      str(port), "--at", "D,S", "--speed-factor", str(SPEED)], tmp_path / "sim.log")
+    p = mosquitto.prefix
+    svc = None
+    try:
+        rows = await sim.start()
+        cfg = tmp_path / "fleet.toml"
+        cfg.write_text(service_toml(mosquitto, netfile, tmp_path / "fleet.db",
+                                    [(r["vehicle"], r["url"], r["home"], r["system_id"]) for r in rows],
+                                    time_scale=SPEED))
+        svc = ServiceProcess(cfg, tmp_path / "service.log")
+        async with Subscriber(mosquitto, "station-S01", f"{p}/orders/+", f"{p}/reply/station-S01/#",
+                              f"{p}/service/status") as st:
+            svc.start()
+            await st.wait_for(lambda m: m.topic.value == f"{p}/service/status"
+                              and jpayload(m).get("state") == "online", 60)
+            n = len(st.messages)
+            svc.kill9()
+            will = await st.wait_for(lambda m: m.topic.value == f"{p}/service/status", 30, start=n)
+            assert jpayload(will)["state"] == "offline"
+            corrs = [await send(st, f"{p}/cmd/order", order) for order in _orders(count)]   # nobody listening
+            watch = OrderWatch(st, p)
+            svc.start()
+            for corr in corrs:
+                reply = await reply_for(st, corr, 60)
+                assert reply["ok"] and reply["duplicate"] is False, reply
+            await wait_until(lambda: watch.count(TERMINAL) == count, 240, "20 orders done")
+            assert {o["state"] for o in watch.update().values()} == {"completed"}, svc.log()[-3000:]
+            assert svc.terminate() == 0
+    finally:
+        if svc is not None:
+            svc.stop()
+        sim.stop()
+    with S.Store(tmp_path / "fleet.db") as db:
+        _check_flown_once(db, net, quad7, count)

@@ -100,7 +100,7 @@ _SERVICE_KEYS = {"network", "vehicle", "store", "objective", "return_to", "wind"
 _MQTT_KEYS = {"host", "port", "fleet", "prefix", "username", "password", "password_env", "password_file",
               "client_id", "telemetry_hz", "keepalive_s", "reconnect_min_s", "reconnect_max_s",
               "queue_limit", "ha_discovery", "ha_prefix", "tls", "protocol", "max_queued_incoming",
-              "status_interval_s"}
+              "status_interval_s", "session_expiry_s"}
 _TLS_KEYS = {"ca_file", "cert_file", "key_file", "insecure"}
 _VEHICLE_KEYS = {"id", "url", "home", "system_id"}
 
@@ -245,6 +245,7 @@ def parse_mqtt(data: dict, base: Path, where: str = "[mqtt]") -> MqttSettings:
         protocol=5 if protocol == "5" else 4,
         max_queued_incoming=_int(data, "max_queued_incoming", where, 10_000, 100, 10_000_000),
         status_interval_s=_num(data, "status_interval_s", where, 2.0, 0.1, 3600.0),
+        session_expiry_s=_int(data, "session_expiry_s", where, 3600, 0, 7 * 24 * 3600),
     )
 
 

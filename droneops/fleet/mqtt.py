@@ -79,6 +79,9 @@ class MqttSettings:
     aiomqtt drops messages): 10,000 so a burst of 1,000 orders in a second fits many times over
     (the reader hands each order to its own task at once). ``status_interval_s``: the retained
     status (with the service's figures, e.g. its event-loop lag) is republished this often, s.
+    ``session_expiry_s``: with a ``client_id`` and MQTT v5, the broker keeps the service's session
+    (its QoS 1 subscriptions) this long after a disconnect, so commands sent while the service is
+    down or restarting are delivered when it is back (0: a clean session each time).
     """
 
     host: str = "127.0.0.1"
@@ -99,6 +102,7 @@ class MqttSettings:
     protocol: int = 5
     max_queued_incoming: int = 10_000
     status_interval_s: float = 2.0
+    session_expiry_s: int = 3600
 
     @property
     def topic_prefix(self) -> str:
@@ -109,7 +113,8 @@ class MqttSettings:
         return ConnectionSettings(host=self.host, port=self.port, username=self.username, password=self.password,
                                   client_id=self.client_id, tls=self.tls, keepalive_s=self.keepalive_s,
                                   reconnect_min_s=self.reconnect_min_s, reconnect_max_s=self.reconnect_max_s,
-                                  protocol=self.protocol, max_queued_incoming=self.max_queued_incoming)
+                                  protocol=self.protocol, max_queued_incoming=self.max_queued_incoming,
+                                  session_expiry_s=self.session_expiry_s if self.client_id else 0)
 
 
 
@@ -119,7 +124,8 @@ class ConnectionSettings:
     """One broker connection. ``tls`` None = plain TCP. ``keepalive_s``: MQTT keepalive, s.
     ``reconnect_min_s``/``reconnect_max_s``: exponential backoff bounds between attempts, s.
     ``protocol``: 5 (MQTT v5) or 4 (MQTT 3.1.1). ``max_queued_incoming``: messages aiomqtt
-    buffers for a slow reader; ``max_inflight``: QoS 1 messages paho keeps unacknowledged."""
+    buffers for a slow reader; ``max_inflight``: QoS 1 messages paho keeps unacknowledged.
+    ``session_expiry_s`` > 0 (v5 only): a persistent session (clean start off, that expiry), s."""
 
     host: str = "127.0.0.1"
     port: int = 1883
@@ -133,6 +139,7 @@ class ConnectionSettings:
     protocol: int = 5
     max_queued_incoming: int = 1000
     max_inflight: int = 1000
+    session_expiry_s: int = 0
 
 
 def make_client(settings: ConnectionSettings, *, will: Any = None,
@@ -141,13 +148,22 @@ def make_client(settings: ConnectionSettings, *, will: Any = None,
     ``aiomqtt.Will`` or None. TLS contexts are built here (``ssl.SSLError``/``OSError`` for bad
     files)."""
     import aiomqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
 
     s = settings
+    persistent = s.protocol == 5 and s.session_expiry_s > 0
+    properties = None
+    if persistent:   # MQTT v5 session kept by the broker: QoS 1 messages queue while we are away
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = s.session_expiry_s
     return AckingClient(
         s.host, s.port, username=s.username, password=s.password, identifier=s.client_id,
         protocol=aiomqtt.ProtocolVersion.V5 if s.protocol == 5 else aiomqtt.ProtocolVersion.V311, will=will,
         keepalive=s.keepalive_s, timeout=10.0, tls_context=s.tls.context() if s.tls else None,
         max_queued_incoming_messages=s.max_queued_incoming, max_inflight_messages=s.max_inflight,
+        clean_start=False if persistent else aiomqtt.client.mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+        properties=properties,
         # Small telemetry packets must not wait for Nagle's algorithm (up to ~40 ms with
         # delayed ACKs once QoS 1 traffic shares the connection).
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
