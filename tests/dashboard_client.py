@@ -93,11 +93,13 @@ class SseReader:
 
 @contextlib.asynccontextmanager
 async def running_dashboard(broker, network, **kw):
-    """``serve()`` on a free loopback port as station-S01 of fleet ``test``; yields its URL."""
+    """``serve()`` on loopback (a free port unless ``listen_port`` is given) as station-S01 of fleet
+    ``test``; yields its URL. Other ``DashboardConfig`` fields may be overridden through ``kw``."""
     kw.setdefault("username", "station-S01")
     kw.setdefault("password", USERS[kw["username"]])
+    kw.setdefault("listen_port", 0)
     config = DashboardConfig(host=broker.host, port=broker.port, fleet=broker.fleet, listen_host="127.0.0.1",
-                             listen_port=0, reconnect_min_s=0.1, reconnect_max_s=0.5, **kw)
+                             reconnect_min_s=0.1, reconnect_max_s=0.5, **kw)
     ready: asyncio.Future = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve(config, network, ready=ready.set_result))
     try:

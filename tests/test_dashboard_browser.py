@@ -7,8 +7,6 @@ Screenshots go to ``test-artifacts/dashboard/``."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from pathlib import Path
 
@@ -18,10 +16,10 @@ import pytest
 pytest.importorskip("droneops.fleet.mqtt", reason="droneops.fleet.mqtt (fleet service MQTT layer) is not in this checkout")
 pytest.importorskip("mqtt_broker", reason="tests/mqtt_broker.py (Mosquitto harness) is not in this checkout")
 
+from dashboard_client import running_dashboard
 from dashboard_fleet import real_fleet, running_service
-from droneops.dashboard.app import DashboardConfig, serve
 from droneops.formats.geojson import load_network, parse_network
-from mqtt_broker import USERS, free_port
+from mqtt_broker import free_port
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
 
@@ -83,22 +81,9 @@ async def new_page(browser, url: str) -> Page:
     return page
 
 
-@contextlib.asynccontextmanager
-async def dashboard_on(broker, network, port: int, **kw):
-    config = DashboardConfig(host=broker.host, port=broker.port, fleet=broker.fleet, username="station-S01",
-                             password=USERS["station-S01"], listen_host="127.0.0.1", listen_port=port,
-                             reconnect_min_s=0.1, reconnect_max_s=0.5, heartbeat_s=1.0, **kw)
-    ready: asyncio.Future = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(config, network, ready=ready.set_result))
-    try:
-        done, _ = await asyncio.wait({task, ready}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            task.result()
-        yield await ready
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def dashboard_on(broker, network, port: int, **kw):
+    """The dashboard on a fixed ``port`` (the page reconnects to it across restarts), 1 s heartbeat."""
+    return running_dashboard(broker, network, listen_port=port, heartbeat_s=1.0, **kw)
 
 
 DRONE_POSITIONS = """JSON.stringify(Object.fromEntries([...document.querySelectorAll('#layer-drones .drone')]
