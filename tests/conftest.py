@@ -17,6 +17,12 @@ Mosquitto (tests/mqtt_broker.py)
 ``mosquitto``: a real broker on a free port with the example ACL (see mqtt_broker.py); shared
 here so test modules need not import it (an imported fixture shadows its parameter name).
 
+Fleet service (tests/service_fixtures.py)
+-----------------------------------------
+``net``: the small flat service test network, parsed (module scope); ``quad7``: the shipped
+profile; ``quiet_mavsdk``: silences MAVSDK's log (use it with ``pytest.mark.usefixtures``).
+A module that defines its own ``net`` fixture overrides this one.
+
 Flying vehicle, simulated or PX4 SITL (sitl.px4)
 ------------------------------------------------
 ``flying_vehicle``: parametrized over ``["sim", "px4"]``; a started vehicle standing on a
@@ -39,6 +45,7 @@ from typing import Any
 import pytest
 
 from mqtt_broker import mosquitto  # noqa: F401  (the Mosquitto fixture, shared by the MQTT tests)
+from service_fixtures import net, quad7, quiet_mavsdk  # noqa: F401  (the fleet-service test fixtures)
 
 SIM_HOME = (23.40, 113.20, 20.0)
 """Default spawn point of simulated vehicles: latitude, longitude (deg), ground altitude AMSL (m)."""

@@ -26,6 +26,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 LAT0, LON0, GROUND_M = 23.40, 113.20, 20.0
 NODES = {  # id: (kind, east_km, north_km)
     "D": ("depot", 0.0, 0.0), "S": ("station", 6.0, 0.0), "P1": ("pad", 0.0, 2.0),
@@ -60,6 +62,30 @@ def network_geojson() -> dict:
 def write_network(path: Path) -> Path:
     path.write_text(json.dumps(network_geojson()))
     return path
+
+
+@pytest.fixture(scope="module")
+def net():
+    """The network above, parsed (shared through conftest.py)."""
+    from droneops.formats.geojson import parse_network
+
+    return parse_network(network_geojson(), source="service-test")
+
+
+@pytest.fixture(scope="module")
+def quad7():
+    """The shipped quad7 profile."""
+    from droneops.formats.vehicle_toml import load_vehicle
+
+    return load_vehicle("quad7")
+
+
+@pytest.fixture
+def quiet_mavsdk():
+    """Silence MAVSDK's C++ log (``pytestmark = pytest.mark.usefixtures("quiet_mavsdk")``)."""
+    from mavsdk.logging import log_subscribe
+
+    log_subscribe(lambda *_: True)
 
 
 def service_toml(broker, network_path: Path, store_path: Path, vehicles: list[tuple], *,

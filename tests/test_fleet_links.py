@@ -20,7 +20,6 @@ from droneops.fleet.config import ServiceConfig, VehicleConfig, parse_config
 from droneops.fleet.mqtt import MqttSettings
 from droneops.fleet.service import FleetService
 from droneops.formats.geojson import parse_network
-from droneops.formats.vehicle_toml import load_vehicle
 from droneops.sim.fleet import LINK_SYSTEM_IDS, FleetSpec, placement
 from droneops.sim.server import free_udp_port
 from droneops.vehicles import flight as fl
@@ -43,21 +42,7 @@ LINK_CONFIG = fl.FlightConfig(link_timeout_s=1.0, connect_timeout_s=20.0)
 TERMINAL = {"completed", "failed", "aborted", "rejected"}
 
 
-@pytest.fixture(scope="module")
-def net():
-    return parse_network(network_geojson(), source="service-test")
-
-
-@pytest.fixture(scope="module")
-def quad7():
-    return load_vehicle("quad7")
-
-
-@pytest.fixture(autouse=True)
-def _quiet_mavsdk():
-    from mavsdk.logging import log_subscribe
-
-    log_subscribe(lambda *_: True)
+pytestmark = pytest.mark.usefixtures("quiet_mavsdk")  # net, quad7: conftest.py
 
 
 # --- placement and config (pure) --------------------------------------------------------------

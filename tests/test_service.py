@@ -28,13 +28,10 @@ from droneops.fleet.config import ServiceConfig, VehicleConfig, load_config, par
 from droneops.fleet.mqtt import MqttSettings
 from droneops.fleet.orders import plan_from_json
 from droneops.fleet.service import FleetService
-from droneops.formats.geojson import parse_network
-from droneops.formats.vehicle_toml import load_vehicle
 from mqtt_broker import Subscriber, jpayload
 from service_fixtures import (
     ArmCounter,
     ServiceProcess,
-    network_geojson,
     order_state,
     reply_for,
     send,
@@ -47,21 +44,7 @@ SPEED = 60.0  # simulation speed factor of these tests
 FAST = 100.0  # ... of the long energy-watch flight
 
 
-@pytest.fixture(scope="module")
-def net():
-    return parse_network(network_geojson(), source="service-test")
-
-
-@pytest.fixture(scope="module")
-def quad7():
-    return load_vehicle("quad7")
-
-
-@pytest.fixture(autouse=True)
-def _quiet_mavsdk():
-    from mavsdk.logging import log_subscribe
-
-    log_subscribe(lambda *_: True)
+pytestmark = pytest.mark.usefixtures("quiet_mavsdk")  # net, quad7: conftest.py
 
 
 # --- pure helpers -----------------------------------------------------------------------------
