@@ -7,6 +7,7 @@ shared UDP port (``droneops sim --shared-port``), with orders over a real Mosqui
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -275,22 +276,33 @@ async def _fuzz_and_acl(mosquitto, st, p: str, vehicle_id: str) -> None:
         assert (await reply_for(st, marker))["error"]["code"] == "unknown_node"
 
 
-async def test_kill9_at_fleet_size_reattaches_every_flight(mosquitto, tmp_path, net, quad7):
-    """The service as a child process flies 24 vehicles over one connection; ``kill -9`` while
-    they fly, restart: every flight re-attaches and each order completes exactly once."""
-    port = free_udp_port()
+@contextlib.asynccontextmanager
+async def _service_over_shared_port(mosquitto, tmp_path, vehicles: int, speed: float):
+    """``droneops sim`` with ``vehicles`` on one shared port at D and S, and the service (a child
+    process, not started) configured for them at ``time_scale = speed``; both stopped after."""
     netfile = write_network(tmp_path / "net.geojson")
-    sim = SimProcess(["--network", str(netfile), "--vehicle", "quad7", "--vehicles", str(FLEET), "--shared-port",
-                      str(port), "--at", "D,S", "--speed-factor", "20"], tmp_path / "sim.log")
-    p = mosquitto.prefix
+    sim = SimProcess(["--network", str(netfile), "--vehicle", "quad7", "--vehicles", str(vehicles), "--shared-port",
+                      str(free_udp_port()), "--at", "D,S", "--speed-factor", f"{speed:g}"], tmp_path / "sim.log")
     svc = None
     try:
         rows = await sim.start()
         cfg = tmp_path / "fleet.toml"
         cfg.write_text(service_toml(mosquitto, netfile, tmp_path / "fleet.db",
                                     [(r["vehicle"], r["url"], r["home"], r["system_id"]) for r in rows],
-                                    time_scale=20.0))
+                                    time_scale=speed))
         svc = ServiceProcess(cfg, tmp_path / "service.log")
+        yield svc
+    finally:
+        if svc is not None:
+            svc.stop()
+        sim.stop()
+
+
+async def test_kill9_at_fleet_size_reattaches_every_flight(mosquitto, tmp_path, net, quad7):
+    """The service as a child process flies 24 vehicles over one connection; ``kill -9`` while
+    they fly, restart: every flight re-attaches and each order completes exactly once."""
+    p = mosquitto.prefix
+    async with _service_over_shared_port(mosquitto, tmp_path, FLEET, 20.0) as svc:
         async with Subscriber(mosquitto, "station-S01", f"{p}/orders/+", f"{p}/reply/station-S01/#",
                               f"{p}/service/status", f"{p}/events") as st:
             svc.start()
@@ -320,10 +332,6 @@ async def test_kill9_at_fleet_size_reattaches_every_flight(mosquitto, tmp_path, 
             # is found flown instead); the store check below shows no flight was flown twice
             assert reattached <= flying and len(reattached) >= FLEET // 2, (sorted(flying), sorted(reattached))
             assert svc.terminate() == 0
-    finally:
-        if svc is not None:
-            svc.stop()
-        sim.stop()
     with S.Store(tmp_path / "fleet.db") as db:
         _check_flown_once(db, net, quad7, FLEET)
 
@@ -333,19 +341,8 @@ async def test_orders_sent_while_the_service_is_down_are_flown(mosquitto, tmp_pa
     service's MQTT v5 session (clean start off, QoS 1 subscriptions), so all 20 are answered and
     flown, each exactly once."""
     count, fleet = 20, 4
-    port = free_udp_port()
-    netfile = write_network(tmp_path / "net.geojson")
-    sim = SimProcess(["--network", str(netfile), "--vehicle", "quad7", "--vehicles", str(fleet), "--shared-port",
-                      str(port), "--at", "D,S", "--speed-factor", str(SPEED)], tmp_path / "sim.log")
     p = mosquitto.prefix
-    svc = None
-    try:
-        rows = await sim.start()
-        cfg = tmp_path / "fleet.toml"
-        cfg.write_text(service_toml(mosquitto, netfile, tmp_path / "fleet.db",
-                                    [(r["vehicle"], r["url"], r["home"], r["system_id"]) for r in rows],
-                                    time_scale=SPEED))
-        svc = ServiceProcess(cfg, tmp_path / "service.log")
+    async with _service_over_shared_port(mosquitto, tmp_path, fleet, SPEED) as svc:
         async with Subscriber(mosquitto, "station-S01", f"{p}/orders/+", f"{p}/reply/station-S01/#",
                               f"{p}/service/status") as st:
             svc.start()
@@ -364,9 +361,5 @@ async def test_orders_sent_while_the_service_is_down_are_flown(mosquitto, tmp_pa
             await wait_until(lambda: watch.count(TERMINAL) == count, 240, "20 orders done")
             assert {o["state"] for o in watch.update().values()} == {"completed"}, svc.log()[-3000:]
             assert svc.terminate() == 0
-    finally:
-        if svc is not None:
-            svc.stop()
-        sim.stop()
     with S.Store(tmp_path / "fleet.db") as db:
         _check_flown_once(db, net, quad7, count)
