@@ -13,7 +13,7 @@ Real parts only, all on 127.0.0.1 with free ports, for each N of ``--vehicles`` 
 * the real ``droneops serve`` over its real SQLite store, with one ``[[vehicles]]`` entry (url,
   system id, home) per vehicle;
 * a station account (``station-S01``) subscribed to the fleet's telemetry, order and status topics,
-  and a second station (``station-S02``) submitting orders over MQTT v5 (with a response topic): a
+  and the operator desk (``operator``, on the shared ``cmd/order``) submitting orders over MQTT v5 (with a response topic): a
   steady ``--order-rate-hz`` for ``--duration-s`` (priority 7) plus one burst of ``--burst`` orders in
   one second (priority 2, so the burst queues behind the steady orders instead of in front of them).
 
@@ -64,7 +64,7 @@ sys.path.insert(0, str(REPO))
 import fleet_scale_roles as roles  # noqa: E402
 from fleet_scale_roles import FLEET, NETWORK, PASSWORD  # noqa: E402
 
-USERS = {"droneops-service": PASSWORD, "station-S01": PASSWORD, "station-S02": PASSWORD}
+USERS = {"droneops-service": PASSWORD, "station-S01": PASSWORD, "operator": PASSWORD}
 SPEED_FACTOR = 20.0
 EMITTER_IDS_PER_LINK = 200
 SIM_NODES = ("depot", "shiling", "chini", "tanbu", "xinya", "huashan", "huadong", "timian")

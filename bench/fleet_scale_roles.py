@@ -6,7 +6,7 @@
   of wall time); ``--watch orders``: every vehicle's link, every order's last retained state and the
   service status (its ``loop_lag_ms``). Two processes, so parsing a burst's order documents does not
   delay the telemetry timestamps;
-* ``orders``: a second station submitting steady orders plus one burst over MQTT v5 with a response
+* ``orders``: the operator desk submitting steady orders plus one burst over MQTT v5 with a response
   topic, recording every reply.
 
 Each prints ``{"ready": true}`` once subscribed and its findings as one JSON line at the end.
@@ -84,7 +84,8 @@ async def role_station(args: argparse.Namespace) -> None:
 
 
 async def role_orders(args: argparse.Namespace) -> None:
-    """station-S02: steady orders plus one burst, over MQTT v5 with a response topic; every reply."""
+    """The operator desk: steady orders plus one burst on the shared ``cmd/order``, over MQTT v5
+    with a response topic; every reply. (A station's own rate limit is far below the burst.)"""
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
@@ -95,8 +96,8 @@ async def role_orders(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     replies: dict[str, list[dict]] = {}
     sent: dict[str, dict] = {}
-    reply_topic = f"{prefix}/reply/station-S02/bench"
-    async with _v5_client(args, "station-S02", "bench-orders") as client:
+    reply_topic = f"{prefix}/reply/operator/bench"
+    async with _v5_client(args, "operator", "bench-orders") as client:
         await client.subscribe(reply_topic, qos=1)
 
         async def read() -> None:

@@ -46,6 +46,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def shipped_queue_settings() -> list[str]:
+    """The ``max_queued_*``/``max_inflight_*`` lines of missions/mosquitto/mosquitto.conf."""
+    text = (EXAMPLE_ACL.parent / "mosquitto.conf").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.startswith(("max_queued_", "max_inflight_"))]
+
+
 def fleet_acl(fleet: str) -> str:
     """The example ACL with the fleet name replaced."""
     text = EXAMPLE_ACL.read_text(encoding="utf-8")
@@ -91,8 +97,7 @@ class MosquittoBroker:
             f"password_file {self.passwd_file}",
             f"acl_file {self.acl_file}",
             "persistence false",
-            # the same per-client queues as the shipped missions/mosquitto/mosquitto.conf
-            "max_queued_messages 10000", "max_inflight_messages 100",
+            *shipped_queue_settings(),   # the same per-client queues as the shipped config
             f"log_dest file {self.log_file}",
             "log_type error", "log_type warning", "log_type notice", "log_type information",
             f"listener {self.port} {self.host}",

@@ -155,6 +155,18 @@ async def send(sub, topic: str, payload, *, response: bool = True) -> bytes:
     return corr
 
 
+def order_topic(sub) -> str:
+    """Where ``sub``'s account sends orders: ``cmd/order`` for the operator, else its own
+    ``cmd/order/<username>`` (the only order topic the example ACL lets a station write)."""
+    root = f"{sub.broker.prefix}/cmd/order"
+    return root if sub.user == "operator" else f"{root}/{sub.user}"
+
+
+async def send_order(sub, payload, *, response: bool = True) -> bytes:
+    """:func:`send` an order on ``sub``'s :func:`order_topic`."""
+    return await send(sub, order_topic(sub), payload, response=response)
+
+
 async def reply_for(sub, corr: bytes, timeout_s: float = 20.0) -> dict:
     root = f"{sub.broker.prefix}/reply/"
     msg = await sub.wait_for(lambda m: m.topic.value.startswith(root) and m.properties is not None
@@ -231,3 +243,47 @@ class SimProcess:
                 self.proc.wait(10)
         with contextlib.suppress(Exception):
             self._log.close()
+
+
+@contextlib.asynccontextmanager
+async def service_over_shared_port(mosquitto, tmp_path, vehicles: int, speed: float, *, extra_toml: str = "",
+                                   extra_mqtt: str = ""):
+    """``droneops sim`` with ``vehicles`` on one shared port at D and S, and the service (a child
+    process, not started) configured for them at ``time_scale = speed`` (``extra_toml``: more
+    config sections, e.g. ``[limits]``; ``extra_mqtt``: more ``[mqtt]`` lines); both stopped after."""
+    netfile = write_network(tmp_path / "net.geojson")
+    sim = SimProcess(["--network", str(netfile), "--vehicle", "quad7", "--vehicles", str(vehicles), "--shared-port",
+                      str(_free_udp_port()), "--at", "D,S", "--speed-factor", f"{speed:g}"], tmp_path / "sim.log")
+    svc = None
+    try:
+        rows = await sim.start()
+        cfg = tmp_path / "fleet.toml"
+        cfg.write_text(service_toml(mosquitto, netfile, tmp_path / "fleet.db",
+                                    [(r["vehicle"], r["url"], r["home"], r["system_id"]) for r in rows],
+                                    time_scale=speed, extra_mqtt=extra_mqtt) + extra_toml)
+        svc = ServiceProcess(cfg, tmp_path / "service.log")
+        yield svc
+    finally:
+        if svc is not None:
+            svc.stop()
+        sim.stop()
+
+
+def _free_udp_port() -> int:
+    from droneops.sim.server import free_udp_port
+
+    return free_udp_port()
+
+
+def flights_per_order(db, net, profile) -> dict[str, tuple[int, int]]:
+    """order id -> (flights landed, flights its stored plan has) for every order in store ``db``."""
+    from droneops.core.mission import build_missions
+    from droneops.fleet import store as S
+    from droneops.fleet.orders import plan_from_json
+
+    out = {}
+    for order in db.orders():
+        landed = sum(f.state == S.F_LANDED for f in db.flights(order_id=order.id))
+        planned = len(build_missions(plan_from_json(order.plan), net, profile)) if order.plan else 0
+        out[order.id] = (landed, planned)
+    return out

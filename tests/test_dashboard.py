@@ -163,6 +163,20 @@ def test_malformed_and_foreign_messages_change_nothing(huadu):
     assert not s.orders and not s.events
 
 
+def test_offline_since_is_when_the_dashboard_saw_the_change(huadu):
+    """The service's last will carries no time (it is written at connect, sent at the crash):
+    the dashboard keeps the time it first saw each state, unchanged by repeats."""
+    s = _state(huadu)
+    s.apply(f"{PREFIX}/service/status", _b({"state": "online", "timestamp": 100.0}), now=100.0)
+    s.apply(f"{PREFIX}/service/status", _b({"state": "online", "timestamp": 102.0}), now=102.0)
+    assert s.service["changed_at"] == 100.0
+    s.apply(f"{PREFIX}/service/status", _b({"state": "offline", "reason": "connection lost"}), now=1140.0)
+    assert s.service["changed_at"] == 1140.0 and "timestamp" not in s.service
+    s.apply(f"{PREFIX}/service/status", _b({"state": "offline", "reason": "connection lost"}), retained=True,
+            now=1200.0)   # the same will again (a reconnect of the dashboard): still noticed at 1140
+    assert s.service["changed_at"] == 1140.0
+
+
 def test_retained_state_keeps_its_own_age(huadu):
     s = _state(huadu)
     s.apply(f"{PREFIX}/vehicles/V1/state", _b({"link": "up", "timestamp": 50.0}), retained=True, now=200.0)
@@ -373,15 +387,16 @@ async def test_last_will_marks_service_offline(mosquitto, huadu, tmp_path, make_
 @pytest.mark.mqtt
 async def test_booking_is_a_v5_request_with_reply(mosquitto, huadu, tmp_path, make_sim_vehicle):
     async with real_fleet(mosquitto, tmp_path, make_sim_vehicle, huadu, {"V001": "depot", "V002": "shiling"}), \
-            Subscriber(mosquitto, "operator", f"{mosquitto.prefix}/cmd/order", f"{mosquitto.prefix}/reply/#") as spy, \
+            Subscriber(mosquitto, "droneops-service", f"{mosquitto.prefix}/cmd/order/#", f"{mosquitto.prefix}/reply/#",
+                       identifier="spy") as spy, \
             running_dashboard(mosquitto, huadu, station="shiling") as url, SseReader(url) as sse:
         await sse.wait_for(lambda v: v["feed"]["connected"] and v["service"]["state"] == "online")
         status, body = await post_order(url, {"to": "P05", "payload_kg": 1.2, "priority": 7, "order_id": "S1-test-1"})
         assert status == 200, body
         assert body["accepted"] and body["order_id"] == "S1-test-1" and body["eta"] > time.time() - 1
-        cmd = await spy.wait_for(lambda m: m.topic.value.endswith("/cmd/order"))
+        cmd = await spy.wait_for(lambda m: m.topic.value.endswith("/cmd/order/station-S01"))
         assert jpayload(cmd) == {"to": "P05", "payload_kg": 1.2, "priority": 7, "order_id": "S1-test-1"}
-        assert cmd.properties.ResponseTopic.startswith(f"{mosquitto.prefix}/reply/station-S01/")
+        assert cmd.properties.ResponseTopic.startswith(f"{mosquitto.prefix}/reply/station-S01/")  # its own
         reply = await spy.wait_for(lambda m: "/reply/" in m.topic.value)
         assert reply.properties.CorrelationData == cmd.properties.CorrelationData
         # the order and its route show up in the stream. The real service answers "planned" and
@@ -398,7 +413,7 @@ async def test_booking_is_a_v5_request_with_reply(mosquitto, huadu, tmp_path, ma
         assert status == 200 and not body["accepted"] and body["code"] == "out_of_range"
         assert "2.5" in body["reason"]
         # input the dashboard can check itself never reaches MQTT
-        n_cmds = sum(m.topic.value.endswith("/cmd/order") for m in spy.messages)
+        n_cmds = sum(m.topic.value.endswith("/cmd/order/station-S01") for m in spy.messages)
         for bad in ({"to": "nowhere", "payload_kg": 1}, {"to": "P05"}, {"to": "P05", "payload_kg": -1},
                     {"to": "P05", "payload_kg": 1, "extra": 1},
                     # numbers JSON allows but no float holds: 400 with a reason, never a 500
@@ -413,8 +428,8 @@ async def test_booking_is_a_v5_request_with_reply(mosquitto, huadu, tmp_path, ma
         # a marker order (rejected by the service) proves the spy is current before counting
         status, body = await post_order(url, {"to": "P05", "payload_kg": 9.5, "order_id": "S1-marker"})
         assert status == 200 and not body["accepted"]
-        await spy.wait_for(lambda m: m.topic.value.endswith("/cmd/order") and jpayload(m).get("order_id") == "S1-marker")
-        assert sum(m.topic.value.endswith("/cmd/order") for m in spy.messages) == n_cmds + 1
+        await spy.wait_for(lambda m: m.topic.value.endswith("/cmd/order/station-S01") and jpayload(m).get("order_id") == "S1-marker")
+        assert sum(m.topic.value.endswith("/cmd/order/station-S01") for m in spy.messages) == n_cmds + 1
 
 
 @pytest.mark.mqtt

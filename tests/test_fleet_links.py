@@ -7,7 +7,6 @@ shared UDP port (``droneops sim --shared-port``), with orders over a real Mosqui
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import time
@@ -27,12 +26,13 @@ from droneops.vehicles import flight as fl
 from droneops.vehicles.link import GCS_SYSTEM_ID, MAX_SYSTEMS_PER_LINK, MavlinkLinks
 from mqtt_broker import Subscriber, jpayload
 from service_fixtures import (
-    ServiceProcess,
     SimProcess,
+    flights_per_order,
     network_geojson,
     reply_for,
     send,
-    service_toml,
+    send_order,
+    service_over_shared_port,
     wait_until,
     write_network,
 )
@@ -167,7 +167,7 @@ def _orders(count: int) -> list[dict]:
 
 
 async def _submit(st, prefix: str, orders: list[dict]) -> None:
-    corrs = [await send(st, f"{prefix}/cmd/order", order) for order in orders]
+    corrs = [await send_order(st, order) for order in orders]
     for corr in corrs:
         r = await reply_for(st, corr, 60)
         assert r["ok"], r
@@ -175,19 +175,17 @@ async def _submit(st, prefix: str, orders: list[dict]) -> None:
 
 def _check_flown_once(db: S.Store, net, profile, count: int) -> None:
     """Every order completed, with exactly the flights (take-off to landing) its stored plan has."""
-    from droneops.core.mission import build_missions
-    from droneops.fleet.orders import plan_from_json
-
     orders = db.orders()
     assert len(orders) == count and db.counts() == {"completed": count}
+    tally = flights_per_order(db, net, profile)
     for order in orders:
         flights = db.flights(order_id=order.id)
-        flown = [f for f in flights if f.state == S.F_LANDED]
         # a start that failed before take-off (an upload that timed out on a loaded machine) is
         # cancelled and the order requeued: it is not a flight; every other flight landed once
         assert {f.state for f in flights} <= {S.F_LANDED, S.F_CANCELLED}, \
             (order.id, [(f.state, f.kind, f.mission_index) for f in flights])
-        assert len(flown) == len(build_missions(plan_from_json(order.plan), net, profile)), \
+        landed, planned = tally[order.id]
+        assert landed == planned, \
             (order.id, [(f.state, f.kind, f.mission_index) for f in flights], db.events(order_id=order.id)[-12:])
 
 
@@ -266,43 +264,21 @@ async def _fuzz_and_acl(mosquitto, st, p: str, vehicle_id: str) -> None:
         orders = draw_examples(malformed_order, 60)
         vehicles = [(vid, pl) for vid, pl in draw_examples(malformed_vehicle(), 30)
                     if vid.isprintable() and not set(vid) & set("+#/")]   # topic-legal ids only
-        corrs = [await send(st, f"{p}/cmd/order", payload) for payload in orders]
+        corrs = [await send_order(st, payload) for payload in orders]
         ops = [await send(op, f"{p}/cmd/vehicle/{vid}", payload) for vid, payload in vehicles]
         for sub, corr in [(st, c) for c in corrs] + [(op, c) for c in ops]:
             reply = await reply_for(sub, corr)
             assert reply["ok"] is False and reply["error"]["code"], reply
         await send(st, f"{p}/cmd/vehicle/{vehicle_id}", {"action": "land"})
-        marker = await send(st, f"{p}/cmd/order", {"to": "nowhere", "payload_kg": 1})
+        marker = await send_order(st, {"to": "nowhere", "payload_kg": 1})
         assert (await reply_for(st, marker))["error"]["code"] == "unknown_node"
-
-
-@contextlib.asynccontextmanager
-async def _service_over_shared_port(mosquitto, tmp_path, vehicles: int, speed: float):
-    """``droneops sim`` with ``vehicles`` on one shared port at D and S, and the service (a child
-    process, not started) configured for them at ``time_scale = speed``; both stopped after."""
-    netfile = write_network(tmp_path / "net.geojson")
-    sim = SimProcess(["--network", str(netfile), "--vehicle", "quad7", "--vehicles", str(vehicles), "--shared-port",
-                      str(free_udp_port()), "--at", "D,S", "--speed-factor", f"{speed:g}"], tmp_path / "sim.log")
-    svc = None
-    try:
-        rows = await sim.start()
-        cfg = tmp_path / "fleet.toml"
-        cfg.write_text(service_toml(mosquitto, netfile, tmp_path / "fleet.db",
-                                    [(r["vehicle"], r["url"], r["home"], r["system_id"]) for r in rows],
-                                    time_scale=speed))
-        svc = ServiceProcess(cfg, tmp_path / "service.log")
-        yield svc
-    finally:
-        if svc is not None:
-            svc.stop()
-        sim.stop()
 
 
 async def test_kill9_at_fleet_size_reattaches_every_flight(mosquitto, tmp_path, net, quad7):
     """The service as a child process flies 24 vehicles over one connection; ``kill -9`` while
     they fly, restart: every flight re-attaches and each order completes exactly once."""
     p = mosquitto.prefix
-    async with _service_over_shared_port(mosquitto, tmp_path, FLEET, 20.0) as svc:
+    async with service_over_shared_port(mosquitto, tmp_path, FLEET, 20.0) as svc:
         async with Subscriber(mosquitto, "station-S01", f"{p}/orders/+", f"{p}/reply/station-S01/#",
                               f"{p}/service/status", f"{p}/events") as st:
             svc.start()
@@ -318,6 +294,8 @@ async def test_kill9_at_fleet_size_reattaches_every_flight(mosquitto, tmp_path, 
             assert len(flying) >= FLEET // 2, flying     # most of the fleet in the air at the kill
             will = await st.wait_for(lambda m: m.topic.value == f"{p}/service/status", 30, start=n)
             assert jpayload(will)["state"] == "offline"
+            # the will was written at connect: a timestamp in it would be that time, not the crash's
+            assert "timestamp" not in jpayload(will), jpayload(will)
             svc.start()
             await wait_until(lambda: watch.count(TERMINAL) == FLEET, 150, "24 orders done after the restart")
             orders = watch.update()
@@ -342,7 +320,7 @@ async def test_orders_sent_while_the_service_is_down_are_flown(mosquitto, tmp_pa
     flown, each exactly once."""
     count, fleet = 20, 4
     p = mosquitto.prefix
-    async with _service_over_shared_port(mosquitto, tmp_path, fleet, SPEED) as svc:
+    async with service_over_shared_port(mosquitto, tmp_path, fleet, SPEED) as svc:
         async with Subscriber(mosquitto, "station-S01", f"{p}/orders/+", f"{p}/reply/station-S01/#",
                               f"{p}/service/status") as st:
             svc.start()
@@ -352,7 +330,7 @@ async def test_orders_sent_while_the_service_is_down_are_flown(mosquitto, tmp_pa
             svc.kill9()
             will = await st.wait_for(lambda m: m.topic.value == f"{p}/service/status", 30, start=n)
             assert jpayload(will)["state"] == "offline"
-            corrs = [await send(st, f"{p}/cmd/order", order) for order in _orders(count)]   # nobody listening
+            corrs = [await send_order(st, order) for order in _orders(count)]   # nobody listening
             watch = OrderWatch(st, p)
             svc.start()
             for corr in corrs:

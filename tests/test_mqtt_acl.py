@@ -1,5 +1,7 @@
 """The example ACL (missions/mosquitto/acl) enforced by a real Mosquitto: stations may create
-orders and read state but not command vehicles or spoof state; the operator may command;
+orders on their own topic and read state and their own replies, but not command vehicles,
+spoof state, order as another station or read another station's orders and replies; the
+operator may order on the shared topic and command;
 bad credentials are refused; TLS with a test CA works and an unverified server is refused."""
 
 from __future__ import annotations
@@ -129,17 +131,20 @@ def test_station_can_order_but_not_command_vehicles(mosquitto, clients):
     svc = _service(mosquitto, clients)
     station = clients("station-S01")
     assert station.connect() == 0
-    # denied: vehicle command, spoofed vehicle state, a fake service status
+    # denied: vehicle command, spoofed vehicle state, a fake service status, the operators' order
+    # topic, another station's order topic (identity is bound to the topic)
     assert station.publish(f"{p}/cmd/vehicle/v1", {"action": "abort"}) == NOT_AUTHORIZED
     assert station.publish(f"{p}/vehicles/v1/state", {"battery_pct": 1}, retain=True) == NOT_AUTHORIZED
     assert station.publish(f"{p}/service/status", {"state": "offline"}, retain=True) == NOT_AUTHORIZED
-    # allowed: an order; the service sees it and nothing before it
-    assert station.publish(f"{p}/cmd/order", {"to": "P01", "payload_kg": 1}) == 0
-    seen = svc.drain(f"{p}/cmd/order")
-    assert seen == [(f"{p}/cmd/order", json.dumps({"to": "P01", "payload_kg": 1}).encode())]
+    assert station.publish(f"{p}/cmd/order", {"to": "P01", "payload_kg": 1}) == NOT_AUTHORIZED
+    assert station.publish(f"{p}/cmd/order/station-S02", {"to": "P01", "payload_kg": 1}) == NOT_AUTHORIZED
+    # allowed: an order on its own topic; the service sees it and nothing before it
+    assert station.publish(f"{p}/cmd/order/station-S01", {"to": "P01", "payload_kg": 1}) == 0
+    seen = svc.drain(f"{p}/cmd/order/station-S01")
+    assert seen == [(f"{p}/cmd/order/station-S01", json.dumps({"to": "P01", "payload_kg": 1}).encode())]
 
 
-def test_station_reads_state_and_replies(mosquitto, clients):
+def test_station_reads_state_and_its_own_replies_only(mosquitto, clients):
     p = mosquitto.prefix
     svc = _service(mosquitto, clients)
     assert svc.publish(f"{p}/vehicles/v1/state", {"battery_pct": 90}, retain=True) == 0
@@ -149,8 +154,25 @@ def test_station_reads_state_and_replies(mosquitto, clients):
     assert station.subscribe(f"{p}/#") == [1]
     topic, payload = station.messages.get(timeout=10)
     assert topic == f"{p}/vehicles/v1/state" and json.loads(payload) == {"battery_pct": 90}
+    # S02's order and the service's reply to it are invisible to S01; S01's own reply arrives
+    other = clients("station-S02")
+    assert other.connect() == 0
+    assert other.publish(f"{p}/cmd/order/station-S02", {"to": "P01", "payload_kg": 1, "order_id": "s2"}) == 0
+    assert svc.drain(f"{p}/cmd/order/station-S02")
+    assert svc.publish(f"{p}/reply/station-S02/z", {"ok": True, "order_id": "s2"}) == 0
+    assert svc.publish(f"{p}/reply/station-S02", {"ok": True, "order_id": "s2"}) == 0
     assert svc.publish(f"{p}/reply/station-S01/y", {"ok": True}) == 0
-    assert station.drain(f"{p}/reply/station-S01/y")[-1][1] == b'{"ok": true}'
+    assert station.drain(f"{p}/reply/station-S01/y") == [(f"{p}/reply/station-S01/y", b'{"ok": true}')]
+
+
+def test_operator_orders_on_the_shared_topic(mosquitto, clients):
+    p = mosquitto.prefix
+    svc = _service(mosquitto, clients)
+    op = clients("operator")
+    assert op.connect() == 0
+    assert op.publish(f"{p}/cmd/order/station-S01", {"to": "P01", "payload_kg": 1}) == NOT_AUTHORIZED
+    assert op.publish(f"{p}/cmd/order", {"to": "P01", "payload_kg": 1}) == 0
+    assert svc.drain(f"{p}/cmd/order") == [(f"{p}/cmd/order", b'{"to": "P01", "payload_kg": 1}')]
 
 
 def test_station_sees_nothing_of_other_fleets(mosquitto, clients):
@@ -202,7 +224,7 @@ def test_tls_listener_with_test_ca(mosquitto_tls):
     station = Client(mosquitto_tls, "station-S01", tls_port=True, ssl_context=ctx)
     try:
         assert station.connect() == 0
-        assert station.publish(f"{p}/cmd/order", {"to": "P01", "payload_kg": 1}) == 0
+        assert station.publish(f"{p}/cmd/order/station-S01", {"to": "P01", "payload_kg": 1}) == 0
         assert station.publish(f"{p}/cmd/vehicle/v1", {"action": "abort"}) == NOT_AUTHORIZED
     finally:
         station.close()
@@ -231,7 +253,7 @@ async def test_acking_client_reads_puback_reason_codes(mosquitto):
     as None; the session runs on a live client and the state callback sees up and down."""
     import asyncio
 
-    from droneops.fleet.mqtt import ConnectionSettings, MqttConnection
+    from droneops.fleet.mqtt_connection import ConnectionSettings, MqttConnection
 
     p = mosquitto.prefix
     results: dict[str, str | None] = {}
@@ -240,7 +262,7 @@ async def test_acking_client_reads_puback_reason_codes(mosquitto):
 
     async def session(client) -> None:
         results["vehicle"] = await client.publish_acked(f"{p}/cmd/vehicle/v1", b'{"action": "land"}')
-        results["order"] = await client.publish_acked(f"{p}/cmd/order", b'{"to": "P1", "payload_kg": 1}')
+        results["order"] = await client.publish_acked(f"{p}/cmd/order/station-S01", b'{"to": "P1", "payload_kg": 1}')
         done.set()
         await asyncio.Event().wait()   # stay connected until closed
 

@@ -497,7 +497,7 @@ async def test_two_px4_instances_fly_through_one_service_over_one_shared_url(mos
     from droneops.fleet.service import FleetService
     from droneops.sim.server import free_udp_port
     from mqtt_broker import Subscriber
-    from service_fixtures import order_state, reply_for, send, wait_until
+    from service_fixtures import order_state, reply_for, send_order, wait_until
 
     try:
         sitl_px4.find_build()
@@ -532,7 +532,7 @@ async def test_two_px4_instances_fly_through_one_service_over_one_shared_url(mos
             assert {a.id: a.node for a in svc.agents.values()} == {f"px4-{v.system_id}": v.name for v in fleet}
             async with Subscriber(mosquitto, "station-S01", f"{p}/orders/+", f"{p}/reply/station-S01/#") as st:
                 for order_id, to in (("px4-a", "A"), ("px4-p", "P")):
-                    r = await reply_for(st, await send(st, f"{p}/cmd/order", {"to": to, "payload_kg": PAYLOAD_KG,
+                    r = await reply_for(st, await send_order(st, {"to": to, "payload_kg": PAYLOAD_KG,
                                                                              "order_id": order_id}), 30)
                     assert r["ok"], r
                 await wait_until(lambda: all(a.flying() for a in svc.agents.values()), 90, "both flying at once")

@@ -27,6 +27,7 @@ from droneops.fleet.agents import nearest_node
 from droneops.fleet.config import ServiceConfig, VehicleConfig, load_config, parse_config
 from droneops.fleet.mqtt import MqttSettings
 from droneops.fleet.orders import plan_from_json
+from droneops.fleet.rate_limit import RateLimitSettings
 from droneops.fleet.service import FleetService
 from mqtt_broker import Subscriber, jpayload
 from service_fixtures import (
@@ -35,6 +36,7 @@ from service_fixtures import (
     order_state,
     reply_for,
     send,
+    send_order,
     service_toml,
     wait_until,
     write_network,
@@ -258,17 +260,17 @@ async def test_orders_flown_to_completion(mosquitto, tmp_path, make_sim_vehicle,
             Subscriber(mosquitto, "station-S01", f"{p}/#") as st:
         await connected(svc, 2)
         await all_free(svc)   # else the first order may go to the only vehicle free yet
-        c1 = await send(st, f"{p}/cmd/order", {"to": "P1", "payload_kg": 1.0, "order_id": "st1-1"})
-        c2 = await send(st, f"{p}/cmd/order", {"to": "P2", "payload_kg": 2.0, "order_id": "st1-2", "priority": 8})
+        c1 = await send_order(st, {"to": "P1", "payload_kg": 1.0, "order_id": "st1-1"})
+        c2 = await send_order(st, {"to": "P2", "payload_kg": 2.0, "order_id": "st1-2", "priority": 8})
         r1, r2 = await reply_for(st, c1), await reply_for(st, c2)
         assert r1["ok"] and r1["order_id"] == "st1-1" and r1["state"] == "planned" and r1["eta"] > 0
         assert r2["ok"] and r2["duplicate"] is False
         # a retried command (same order_id) is acknowledged, not duplicated
-        c3 = await send(st, f"{p}/cmd/order", {"to": "P1", "payload_kg": 1.0, "order_id": "st1-1"})
+        c3 = await send_order(st, {"to": "P1", "payload_kg": 1.0, "order_id": "st1-1"})
         r3 = await reply_for(st, c3)
         assert r3["ok"] and r3["duplicate"] is True
         # the same id with a different request is an error
-        c4 = await send(st, f"{p}/cmd/order", {"to": "P3", "payload_kg": 1.0, "order_id": "st1-1"})
+        c4 = await send_order(st, {"to": "P3", "payload_kg": 1.0, "order_id": "st1-1"})
         r4 = await reply_for(st, c4)
         assert not r4["ok"] and r4["error"]["code"] == "conflict"
         done1 = await order_state(st, "st1-1", {"completed", "failed", "aborted"}, 90)
@@ -304,7 +306,9 @@ async def test_orders_flown_to_completion(mosquitto, tmp_path, make_sim_vehicle,
 async def test_rejections_fuzz_acl_and_broker_restart(mosquitto, tmp_path, make_sim_vehicle, net, quad7):
     v1 = await make_sim_vehicle(network=net, node="D", speed_factor=SPEED)
     p = mosquitto.prefix
-    async with running(mosquitto, tmp_path, [("v1", v1, "D")], net, quad7, mqtt_kw={"ha_discovery": True}) as svc, \
+    # the fuzz sends more commands than a station's default rate limit (tests/test_command_abuse.py)
+    async with running(mosquitto, tmp_path, [("v1", v1, "D")], net, quad7, mqtt_kw={"ha_discovery": True},
+                       limits=RateLimitSettings(station_commands=10_000)) as svc, \
             Subscriber(mosquitto, "station-S01", f"{p}/#") as st, \
             Subscriber(mosquitto, "operator", f"{p}/reply/operator/#") as op:
         await connected(svc, 1)
@@ -315,11 +319,11 @@ async def test_rejections_fuzz_acl_and_broker_restart(mosquitto, tmp_path, make_
             await ha_sub.wait_for(lambda m: m.topic.value
                                   == "homeassistant/device_tracker/droneops_test_v1/position/config")
         # infeasible: rejected with the planner's reason, stored, retained
-        r = await reply_for(st, await send(st, f"{p}/cmd/order", {"to": "FAR", "payload_kg": 1, "order_id": "far"}))
+        r = await reply_for(st, await send_order(st, {"to": "FAR", "payload_kg": 1, "order_id": "far"}))
         assert not r["ok"] and r["state"] == "rejected" and "unreachable" in r["reason"]
         assert r["error"]["code"] == "infeasible"
         # invalid: a clear error, nothing stored
-        r = await reply_for(st, await send(st, f"{p}/cmd/order", {"to": "P1", "payload_kg": 9}))
+        r = await reply_for(st, await send_order(st, {"to": "P1", "payload_kg": 9}))
         assert r == {"ok": False, "command": "order",
                      "error": {"code": "out_of_range", "field": "payload_kg",
                                "message": "payload_kg must be between 0 and 2.5 kg"}}
@@ -332,7 +336,7 @@ async def test_rejections_fuzz_acl_and_broker_restart(mosquitto, tmp_path, make_
         # reach a service: send only topic-legal ones
         vehicles = [(vid, pl) for vid, pl in draw_examples(malformed_vehicle(), 60)
                     if vid.isprintable() and not set(vid) & set("+#/")]
-        corrs = [await send(st, f"{p}/cmd/order", payload) for payload in orders]
+        corrs = [await send_order(st, payload) for payload in orders]
         corrs += [await send(op, f"{p}/cmd/vehicle/{vid}", payload) for vid, payload in vehicles]
         for corr in corrs[:len(orders)]:
             reply = await reply_for(st, corr)
@@ -343,7 +347,7 @@ async def test_rejections_fuzz_acl_and_broker_restart(mosquitto, tmp_path, make_
 
         # ACL: a station's vehicle command never reaches the service (dropped by the broker)
         await send(st, f"{p}/cmd/vehicle/v1", {"action": "land"})
-        marker = await send(st, f"{p}/cmd/order", {"to": "nowhere", "payload_kg": 1})
+        marker = await send_order(st, {"to": "nowhere", "payload_kg": 1})
         assert (await reply_for(st, marker))["error"]["code"] == "unknown_node"
         with S.Store(tmp_path / "fleet.db") as db:
             rejected = [e for e in db.events(kind="command_rejected")]
@@ -374,7 +378,7 @@ async def test_energy_watch_diverts_and_flies_on(mosquitto, tmp_path, make_sim_v
             Subscriber(mosquitto, "station-S01", f"{p}/#") as st:
         await connected(svc, 1)
         v1.set_battery_drain_factor(3.0)  # the pack drains three times faster than planned
-        await send(st, f"{p}/cmd/order", {"to": "P2", "payload_kg": 1.0, "order_id": "far-ish"})
+        await send_order(st, {"to": "P2", "payload_kg": 1.0, "order_id": "far-ish"})
         low = await st.wait_for(lambda m: m.topic.value == f"{p}/events" and jpayload(m)["kind"] == "low_energy", 60)
         assert jpayload(low)["projected_landing_wh"] < jpayload(low)["floor_wh"]
         div = await st.wait_for(lambda m: m.topic.value == f"{p}/events" and jpayload(m)["kind"] == "diverted", 30)
@@ -396,7 +400,7 @@ async def test_operator_pause_resume_abort(mosquitto, tmp_path, make_sim_vehicle
             Subscriber(mosquitto, "station-S01", f"{p}/#") as st, \
             Subscriber(mosquitto, "operator", f"{p}/reply/operator/#") as op:
         await connected(svc, 1)
-        await send(st, f"{p}/cmd/order", {"to": "P3", "payload_kg": 1.0, "order_id": "ab1"})
+        await send_order(st, {"to": "P3", "payload_kg": 1.0, "order_id": "ab1"})
         await order_state(st, "ab1", {"in_flight"}, 30)
         await wait_until(lambda: v1.model.alt_m > 60, 30, "climb")
         r = await reply_for(op, await send(op, f"{p}/cmd/vehicle/v1", {"action": "pause"}))
@@ -429,7 +433,7 @@ async def test_kill9_mid_flight_then_restart_completes_once(mosquitto, tmp_path,
             svc.start()
             await st.wait_for(lambda m: m.topic.value == f"{p}/vehicles/v1/state"
                               and jpayload(m).get("status") == "idle", 60)
-            r = await reply_for(st, await send(st, f"{p}/cmd/order", {"to": "P3", "payload_kg": 1.0,
+            r = await reply_for(st, await send_order(st, {"to": "P3", "payload_kg": 1.0,
                                                                       "order_id": "k9"}), 30)
             assert r["ok"]
             await order_state(st, "k9", {"in_flight"}, 30)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -229,3 +231,175 @@ def test_not_a_database(tmp_path):
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(S.UserError):
         Store(bad)
+
+
+# --- events: outbox, non-durable writes, retention (droneops.fleet.store_events) ----------------
+
+
+class SetClock:
+    """A clock the test sets (epoch s)."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_events_wait_in_the_outbox_until_marked_published(tmp_path):
+    path = tmp_path / "fleet.db"
+    with Store(path, clock=SetClock(1_700_000_000.0)) as db:
+        ids = [db.add_event("takeoff", order_id=f"o{i}", vehicle_id="v1", data={"node": "D"}).id for i in range(5)]
+        pending = db.unpublished_events()
+        assert [e.id for e in pending] == ids and pending[0].data == {"node": "D"}
+        assert pending[0].at == 1_700_000_000.0 and pending[0].order_id == "o0"
+        assert [e.id for e in db.unpublished_events(after_id=ids[1], limit=2)] == ids[2:4]
+        db.mark_published(ids[:3])
+    with Store(path) as db:   # the outbox is durable state: still there after a reopen
+        assert [e.id for e in db.unpublished_events()] == ids[3:]
+        assert db.outbox_size() == 2 and db.event_count() == 5
+
+
+def test_old_database_is_migrated_to_the_outbox(tmp_path):
+    """A database of the schema before the outbox (no event_outbox table, no events(at) index,
+    no events_schema key), with events in it: opening it adds the outbox; the old events count
+    as published, new ones are queued."""
+    path = tmp_path / "fleet.db"
+    Store(path).close()
+    raw = sqlite3.connect(path)
+    raw.executescript("DROP TABLE event_outbox; DROP INDEX events_at; DELETE FROM meta WHERE key='events_schema';"
+                      "INSERT INTO events(at, kind, order_id, vehicle_id, data) VALUES "
+                      "(1.0, 'accepted', 'old1', NULL, '{}'), (2.0, 'takeoff', 'old1', 'v1', '{}');")
+    raw.commit()
+    assert raw.execute("SELECT name FROM sqlite_master WHERE name IN ('event_outbox', 'events_at')").fetchall() == []
+    raw.close()
+    with Store(path) as db:
+        assert [e.kind for e in db.events()] == ["accepted", "takeoff"]
+        assert db.unpublished_events() == []
+        new = db.add_event("landed", order_id="old1", vehicle_id="v1")
+        assert [e.id for e in db.unpublished_events()] == [new.id]
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("SELECT value FROM meta WHERE key='events_schema'").fetchone() == ("2",)
+        assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(S.SCHEMA_VERSION),)
+        assert {r[0] for r in raw.execute("SELECT name FROM sqlite_master")} >= {"event_outbox", "events_at"}
+    finally:
+        raw.close()
+
+
+def test_non_durable_events_cost_no_fsync(db):
+    """200 events written non-durably, one at a time (each its own batch): no durable commit at
+    all; the same 200 written durably one at a time: one fsynced commit each."""
+    before = db.commits
+    for i in range(200):
+        db.add_event("command_rejected", data={"n": i}, durable=False)
+    assert db.commits == before            # by design: a batch of non-durable jobs is never fsynced
+    assert db.lazy_commits == 200          # each waited for alone: one batch each
+    assert db.synchronous == 2             # FULL again for the durable writes (a read: one commit)
+    before = db.commits
+    for i in range(200):
+        db.add_event("takeoff", data={"n": i})
+    assert db.commits == before + 200
+    assert len(db.events(kind="command_rejected")) == 200
+
+
+def test_non_durable_write_rides_in_a_durable_batch(db):
+    """Non-durable jobs queued together with a durable one are committed (fsynced) with it."""
+    futs = [db.post_event("command_rejected", data={"n": i}, durable=False) for i in range(50)]
+    order, _ = db.create_order("o1", REQ, 5)
+    for f in futs:
+        f.result()
+    assert len(db.events(kind="command_rejected")) == 50 and order.id == "o1"
+
+
+def test_non_durable_events_survive_kill_9(tmp_path):
+    """A non-durable commit is in the WAL without an fsync: it survives a process crash."""
+    path = tmp_path / "fleet.db"
+    code = textwrap.dedent(f"""
+        import signal
+        from droneops.fleet.store import Store
+        s = Store({str(path)!r})
+        for i in range(20):
+            s.add_event("command_rejected", data={{"n": i}}, durable=False)
+        print(f"stored {{s.commits}} {{s.lazy_commits}}", flush=True)
+        signal.pause()  # until the test kills it
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().split()
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert line == ["stored", "0", "20"]
+    with Store(path) as db:
+        assert [e.data["n"] for e in db.events(kind="command_rejected")] == list(range(20))
+
+
+DAY_S = 86_400.0
+
+
+def test_prune_by_age(tmp_path):
+    """Events one per day for 10 days; a 3.5-day retention at day 10 keeps the events of days
+    7, 8, 9 and 10 (ages 3, 2, 1, 0 days); the outbox loses the pruned ones too."""
+    clock = SetClock(1_700_000_000.0)
+    with Store(tmp_path / "fleet.db", clock=clock) as db:
+        for day in range(11):
+            clock.t = 1_700_000_000.0 + day * DAY_S
+            db.add_event("tick", data={"day": day})
+        assert db.prune_events(max_age_s=3.5 * DAY_S, max_rows=0, chunk_rows=2) == 7
+        assert [e.data["day"] for e in db.events()] == [7, 8, 9, 10]
+        assert [e.data["day"] for e in db.unpublished_events()] == [7, 8, 9, 10]
+        assert db.prune_events(max_age_s=3.5 * DAY_S, max_rows=0) == 0
+
+
+def test_prune_by_count(tmp_path):
+    with Store(tmp_path / "fleet.db", clock=SetClock(1_700_000_000.0)) as db:
+        for i in range(25):
+            db.add_event("tick", data={"i": i})
+        db.mark_published([e.id for e in db.events()[:10]])
+        assert db.prune_events(max_age_s=0, max_rows=8, chunk_rows=4) == 17
+        assert [e.data["i"] for e in db.events()] == list(range(17, 25))
+        assert db.outbox_size() == 8
+        assert db.prune_events(max_age_s=30 * DAY_S, max_rows=8) == 0   # nothing old, 8 left
+
+
+async def test_prune_async_lets_other_writes_through(tmp_path):
+    """Pruning 1,000 events in chunks of 100 is 10 writes; an order created meanwhile is
+    committed before the pruning ends (its write is queued between two chunks)."""
+    clock = SetClock(1_700_000_000.0)
+    with Store(tmp_path / "fleet.db", clock=clock) as db:
+        for i in range(1000):
+            db.post_event("tick", data={"i": i}, durable=False)
+        db.add_event("tick", data={"i": 1000})
+        clock.t += 2 * DAY_S
+        writes = db.writes
+        prune = asyncio.ensure_future(db.prune_events_async(max_age_s=DAY_S, max_rows=0, chunk_rows=100))
+        await asyncio.sleep(0)   # the first chunk is queued
+        order, _ = await db.create_order_async("o1", REQ, 5)
+        assert not prune.done()
+        assert await prune == 1001
+        assert db.writes - writes == 12   # 11 chunks (the last one finds fewer than 100) + the order
+        assert order.state == S.RECEIVED and db.event_count() == 0
+
+
+async def test_a_cancelled_write_does_not_stop_the_writer(tmp_path):
+    """A task awaiting a write is cancelled while the write is queued (asyncio then cancels the
+    write's future): the write still runs, and the writer thread goes on with the next ones."""
+    path = tmp_path / "fleet.db"
+    with Store(path) as db:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")   # the writer thread waits for this lock at its next batch
+        blocker = db.post_event("tick", data={"i": 0})
+        tasks = [asyncio.ensure_future(db.add_event_async("tick", data={"i": i})) for i in range(1, 50)]
+        await asyncio.sleep(0)   # every write is queued behind the blocked one
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(t.cancelled() for t in tasks)
+        other.execute("COMMIT")
+        other.close()
+        blocker.result()
+        # with the writer thread dead this would never be committed: wait_for turns that into a failure
+        order, _ = await asyncio.wait_for(db.create_order_async("after", REQ, 5), 20)
+        assert order.state == S.RECEIVED
+        assert len(db.events(kind="tick")) == 50

@@ -37,6 +37,10 @@ def test_topic_tree():
     assert t.order("o1") == "droneops/v1/huadu/orders/o1"
     assert t.events == "droneops/v1/huadu/events"
     assert t.command_kind("droneops/v1/huadu/cmd/order") == ("order", None)
+    assert t.command_kind("droneops/v1/huadu/cmd/order/station-S01") == ("order", "station-S01")
+    assert t.cmd_order_from("station-S01") == "droneops/v1/huadu/cmd/order/station-S01"
+    assert t.command_kind("droneops/v1/huadu/cmd/order/") is None
+    assert t.command_kind("droneops/v1/huadu/cmd/order/station-S01/x") is None
     assert t.command_kind("droneops/v1/huadu/cmd/vehicle/v7") == ("vehicle", "v7")
     assert t.command_kind("droneops/v1/huadu/cmd/vehicle/v7/x") is None
     assert t.command_kind("droneops/v1/huadu/events") is None
@@ -58,6 +62,17 @@ def test_topic_tree():
 ])
 def test_response_topic_must_be_under_reply(topic, ok):
     assert Topics("droneops/v1/huadu").response_topic_ok(topic) is ok
+
+
+@pytest.mark.parametrize("topic,ok", [
+    ("droneops/v1/huadu/reply/station-S01/abc", True),
+    ("droneops/v1/huadu/reply/station-S01", True),
+    ("droneops/v1/huadu/reply/station-S02/abc", False),   # another station's replies
+    ("droneops/v1/huadu/reply/station-S01x/abc", False),  # a longer name is another account
+    ("droneops/v1/huadu/reply/operator", False),
+])
+def test_a_stations_replies_go_only_under_its_own_reply_topic(topic, ok):
+    assert Topics("droneops/v1/huadu").response_topic_ok(topic, owner="station-S01") is ok
 
 
 # --- order validation -----------------------------------------------------------------------
@@ -301,7 +316,8 @@ async def test_commands_replies_and_handler_errors(mosquitto):
                     props = Properties(PacketTypes.PUBLISH)
                     props.ResponseTopic = rtopic
                     props.CorrelationData = corr
-                    await station.publish(link.topics.cmd_order, body, qos=1, properties=props)
+                    await station.publish(link.topics.cmd_order_from("station-S01"), body, qos=1,
+                                          properties=props)
             msg = await sub.wait_for(lambda m: jpayload(m).get("echo") == "hello")
             assert msg.properties.CorrelationData == b"c1"
             assert msg.topic.value == reply_topic

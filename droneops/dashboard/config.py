@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from droneops.errors import UserError
-from droneops.fleet.mqtt import ConnectionSettings, TlsSettings
+from droneops.fleet.mqtt_connection import ConnectionSettings, TlsSettings
 from droneops.fleet.topics import default_prefix
 
 MQTT_DEFAULT_PORT = 1883
@@ -118,7 +118,7 @@ class DashboardConfig:
 
     def connection(self) -> ConnectionSettings:
         """The broker connection, for the MQTT helper the fleet service uses too
-        (:class:`droneops.fleet.mqtt.MqttConnection`)."""
+        (:class:`droneops.fleet.mqtt_connection.MqttConnection`)."""
         return ConnectionSettings(
             host=self.host, port=self.port, username=self.username, password=self.password,
             client_id=self.client_id or f"droneops-dashboard-{secrets.token_hex(4)}", tls=self.tls_settings,

@@ -1,7 +1,7 @@
 """The dashboard's MQTT v5 connection: subscribe, feed :class:`FleetState`, book orders.
 
 The connection itself (TLS, account, keepalive, reconnect with exponential backoff) is the
-fleet service's own helper, :class:`droneops.fleet.mqtt.MqttConnection`; PUBACK reason codes
+fleet service's own helper, :class:`droneops.fleet.mqtt_connection.MqttConnection`; PUBACK reason codes
 come from its client's :meth:`~droneops.fleet.paho_adapter.AckingClient.publish_acked`.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from droneops.dashboard.config import DashboardConfig
 from droneops.dashboard.state import FleetState, Key, json_object, normalise_reply
-from droneops.fleet.mqtt import MqttConnection
+from droneops.fleet.mqtt_connection import MqttConnection
 from droneops.fleet.paho_adapter import AckingClient
 from droneops.fleet.topics import OrderCommand, dumps, ha_discovery
 
@@ -57,6 +57,8 @@ class MqttFeed:
         self._replies: dict[bytes, asyncio.Future] = {}
         self._connection: MqttConnection | None = None
         user = config.username or "anonymous"
+        #: Where bookings go: this account's own order topic (the ACL lets it write only there).
+        self.order_topic = self.topics.cmd_order_from(user)
         self.reply_topic = self.topics.reply(user, f"dashboard-{secrets.token_hex(4)}")
 
     def filters(self) -> list[str]:
@@ -181,7 +183,7 @@ class MqttFeed:
             log.warning("Home Assistant discovery for %s not published: %s", vid, exc.message)
 
     async def book(self, cmd: OrderCommand) -> dict:
-        """Publish ``cmd/order`` (response topic + correlation data) and wait for the reply.
+        """Publish on ``cmd/order/<username>`` (response topic + correlation data) and wait for the reply.
 
         Returns the :func:`normalise_reply` dict plus ``order_id`` sent. Raises
         :class:`BookingError` when nothing can be sent or no reply arrives in time."""
@@ -204,12 +206,12 @@ class MqttFeed:
         fut = asyncio.get_running_loop().create_future()
         self._replies[corr] = fut
         try:
-            refused = await self.publish_acked(self.topics.cmd_order, dumps(body), properties=props,
+            refused = await self.publish_acked(self.order_topic, dumps(body), properties=props,
                                                timeout_s=self.config.reply_timeout_s)
             if refused:
                 raise BookingError(403, "not_authorized",
                                    f"the broker refused this account's order ({refused}); check the "
-                                   f"ACL grants write on {self.topics.cmd_order}")
+                                   f"ACL grants write on {self.order_topic}")
             try:
                 reply = await asyncio.wait_for(fut, self.config.reply_timeout_s)
             except TimeoutError:

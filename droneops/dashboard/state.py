@@ -23,7 +23,7 @@ from droneops.dashboard.mapview import Projection, heading_deg, round_m, route_n
 from droneops.fleet.topics import Topics
 
 #: Order states in which a drone is (or is about to be) on its way.
-ACTIVE_ORDER_STATES = frozenset({"assigned", "uploading", "in_flight", "delivered", "diverted"})
+ACTIVE_ORDER_STATES = frozenset({"assigned", "uploading", "in_flight", "delivered", "diverted", "lost_contact"})
 #: Order states that never change again.
 TERMINAL_ORDER_STATES = frozenset({"completed", "rejected", "aborted", "failed"})
 
@@ -142,7 +142,12 @@ class FleetState:
         parts = topic[len(head):].split("/")
         obj = json_object(payload)
         if parts == ["service", "status"]:
-            self.service = None if obj is None else {**obj, "received_at": now}
+            if obj is None:
+                self.service = None
+            else:   # changed_at: when this dashboard first saw the current state (a will has no timestamp)
+                old = self.service or {}
+                changed_at = old.get("changed_at", now) if old.get("state") == obj.get("state") else now
+                self.service = {**obj, "received_at": now, "changed_at": changed_at}
             return [("service", "")]
         if parts == ["events"]:
             if obj is None:

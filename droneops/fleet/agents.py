@@ -9,10 +9,11 @@ Times are epoch seconds (``time.time()``); positions WGS84 degrees; energies Wh.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from droneops.core import geo
@@ -32,6 +33,20 @@ STATE_INTERVAL_S = 5.0
 RECONNECT_DELAY_S = 2.0
 #: Landed states in which a vehicle is not on the ground.
 IN_AIR = frozenset({"TAKING_OFF", "IN_AIR", "LANDING"})
+#: How often a flight's battery reading is sampled for its used energy (:class:`BatteryMeter`), s.
+BATTERY_SAMPLE_S = 0.05
+
+
+def controller_config(flight_config: Any, time_scale: float) -> Any:
+    """The :class:`droneops.vehicles.flight.FlightConfig` a vehicle's controller gets: the
+    give-up time of a followed flight (``flight_timeout_factor`` x planned duration +
+    ``flight_timeout_margin_s``) has its planned-duration part divided by ``time_scale``, as
+    every planned duration the service waits on (a planned duration is in the vehicle's time;
+    the margin, for the ground station's own delays, stays wall-clock seconds). An explicit
+    ``flight_timeout_s`` is kept as configured (wall-clock seconds)."""
+    if flight_config.flight_timeout_s is not None or time_scale == 1.0:
+        return flight_config
+    return dataclasses.replace(flight_config, flight_timeout_factor=flight_config.flight_timeout_factor / time_scale)
 
 
 def nearest_node(network: Any, lat_deg: float | None, lon_deg: float | None,
@@ -56,6 +71,12 @@ class Agent:
     ``flight``/``mission``/``drop_seq``/``route``/``watch``: the flight under way;
     ``diverting``: why it is being sent elsewhere; ``stranded``: on the ground where nothing
     recharges or away from every node; ``unfit_until``: not dispatched before (failed preflight).
+
+    Lost contact (:mod:`droneops.fleet.lost_contact`): ``lost_contact_at`` when the vehicle was
+    declared lost (None: it is not; it is never dispatched while it is), ``contact_timer`` the
+    job that declares it once its link has been down too long, ``contact_back`` set when the
+    link returns or an operator clears it. ``takeoff_battery_pct``: the battery reading at the
+    take-off of the flight under way; ``meter``: the battery readings of that flight.
     """
 
     cfg: VehicleConfig
@@ -76,6 +97,11 @@ class Agent:
     landing_in_place: bool = False
     link_up: bool = False
     connect_task: asyncio.Task | None = None
+    lost_contact_at: float | None = None
+    contact_timer: asyncio.Task | None = None
+    contact_back: asyncio.Event = field(default_factory=asyncio.Event)
+    takeoff_battery_pct: float | None = None
+    meter: BatteryMeter | None = None
 
     @property
     def id(self) -> str:
@@ -97,9 +123,12 @@ class Agent:
     def available(self, now: float) -> bool:
         """Free for a new order (it may still be swapping its battery: see ``ready_at``)."""
         return (self.connected and self.link_up and self.task is None and not self.stranded
-                and self.node is not None and now >= self.unfit_until and self.on_ground_disarmed())
+                and self.lost_contact_at is None and self.node is not None and now >= self.unfit_until
+                and self.on_ground_disarmed())
 
     def status(self, now: float) -> str:
+        if self.lost_contact_at is not None:
+            return "lost_contact"
         if not self.connected or not self.link_up:
             return "offline"
         if self.stranded:
@@ -119,6 +148,51 @@ class Agent:
         self.watch = None
         self.diverting = None
         self.landing_in_place = False
+        self.takeoff_battery_pct = None
+        if self.meter is not None:
+            self.meter.stop()
+            self.meter = None
+
+    def start_meter(self) -> BatteryMeter:
+        """Start sampling the battery for the flight under way (replacing an earlier meter)."""
+        if self.meter is not None:
+            self.meter.stop()
+        self.meter = BatteryMeter(self)
+        return self.meter
+
+
+class BatteryMeter:
+    """The lowest battery reading (percent) of an agent's vehicle while armed, sampled every
+    :data:`BATTERY_SAMPLE_S` until :meth:`stop`: with the reading at take-off it gives the energy
+    a flight used when the controller's own figure is not there (a flight re-attached after a
+    restart, or followed again after a lost contact)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.min_pct: float | None = None
+        self._task = asyncio.create_task(self._run(), name=f"battery-{agent.id}")
+
+    def sample(self) -> None:
+        s = self.agent.state()
+        if s is None or not s.armed or not s.link_ok or math.isnan(s.battery_pct):
+            return
+        self.min_pct = s.battery_pct if self.min_pct is None else min(self.min_pct, s.battery_pct)
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(BATTERY_SAMPLE_S)
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+    def used_energy_wh(self, start_pct: float | None, battery_capacity_wh: float) -> float | None:
+        """Energy used since a take-off at ``start_pct`` (Wh, as the controller counts it: the
+        drop of the percent reading x the nominal capacity); None without both readings."""
+        self.sample()
+        if start_pct is None or self.min_pct is None:
+            return None
+        return max(0.0, start_pct - self.min_pct) / 100.0 * battery_capacity_wh
 
 
 def snapshot(agent: Agent, now: float, network: Any, battery_capacity_wh: float) -> VehicleSnapshot:
@@ -197,7 +271,9 @@ class AgentLinks:
             self.on_flight_event(agent, event)
 
         while not ctx.stopping:
-            controller = FlightController(agent.cfg.url, ctx.profile, ctx.flight_config, on_event=on_event,
+            controller = FlightController(agent.cfg.url, ctx.profile, controller_config(ctx.flight_config,
+                                                                                        ctx.time_scale),
+                                          on_event=on_event,
                                           network=ctx.network, system_id=agent.cfg.system_id,
                                           links=ctx.mavlink)
             try:

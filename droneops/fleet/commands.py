@@ -1,11 +1,19 @@
-"""The fleet service's command handler: ``cmd/order`` and ``cmd/vehicle/<id>`` in, a reply
-out (on the command's MQTT v5 response topic) and an event for every command.
+"""The fleet service's command handler: ``cmd/order/<station>``, ``cmd/order`` (operators) and
+``cmd/vehicle/<id>`` in, a reply out (on the command's MQTT v5 response topic) and an event for
+every command.
 
 Errors: a command the service cannot accept gets ``{"ok": false, "error": {"code", "message",
 ["field"]}}``. Expected refusals keep their codes (validation codes from
 :class:`droneops.fleet.topics.CommandError`, ``conflict``, ``infeasible``, ``not_flying``,
 ``refused`` when the vehicle refused the action). An unexpected exception (a bug) is logged
 with its traceback and answered with ``internal_error``; it is never passed off as a refusal.
+
+Stations and rates: an order from station account ``u`` arrives on ``cmd/order/u`` and is
+answered only on a response topic under ``reply/u`` (else refused ``forbidden_reply_topic``);
+each client has a rate limit (:mod:`droneops.fleet.rate_limit`): a command over it is answered
+``rate_limited`` and not stored. Every command is acknowledged to the broker only once it is
+handled (manual PUBACK, see :class:`droneops.fleet.mqtt.IncomingCommand`), so the broker's
+session, not an in-process queue, holds a burst (backpressure instead of dropping).
 
 Orders are handled concurrently, each in its own task, so the MQTT reader never waits for one:
 an order is stored (awaited: group commit, durable before anything else happens), published,
@@ -17,11 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from droneops.errors import UserError
 from droneops.fleet import store as S
 from droneops.fleet.mqtt import IncomingCommand
+from droneops.fleet.rate_limit import CommandRateLimiter
 from droneops.fleet.topics import (
     ID_PATTERN,
     CommandError,
@@ -39,6 +49,17 @@ if TYPE_CHECKING:
 
 #: Error code of a reply to a command that failed on a bug in the service.
 INTERNAL_ERROR = "internal_error"
+#: Error code (and event kind) of a command over its client's rate limit.
+RATE_LIMITED = "rate_limited"
+
+
+def reply_owner(reply_root: str, response_topic: str | None) -> str | None:
+    """The username level of a response topic ``<reply_root>/<username>/...`` (None if it has none)."""
+    head = reply_root + "/"
+    if not response_topic or not response_topic.startswith(head):
+        return None
+    owner = response_topic[len(head):].split("/", 1)[0]
+    return owner or None
 
 
 def peek_order_id(payload: bytes) -> str | None:
@@ -54,31 +75,76 @@ def peek_order_id(payload: bytes) -> str | None:
 class CommandHandler:
     """Handles the commands the MQTT link passes in (see the module docstring)."""
 
-    def __init__(self, ctx: FleetContext, orders: OrderBook, supervisor: Supervisor, limits: CommandLimits) -> None:
+    def __init__(self, ctx: FleetContext, orders: OrderBook, supervisor: Supervisor, limits: CommandLimits,
+                 rate_limiter: CommandRateLimiter | None = None) -> None:
         self.ctx = ctx
         self.orders = orders
         self.sup = supervisor
         self.limits = limits
+        self.rate_limiter = rate_limiter
 
     async def on_command(self, cmd: IncomingCommand) -> None:
-        """The link's command callback."""
+        """The link's command callback: checks that a station's reply goes only to its own
+        reply topic and the client's rate limit, then handles the command in a task of its own.
+        The broker is acknowledged (``cmd.done()``) once the command is handled, never for one
+        cancelled at shutdown (the broker's session hands it to the next run)."""
         kind = self.ctx.link.topics.command_kind(cmd.topic)
-        if kind is None:
+        if kind is None or cmd.retain:
+            if cmd.retain:
+                self.ctx.log.warning("ignoring a retained command on %s (commands must not be retained)", cmd.topic)
+            cmd.done()
             return
-        if cmd.retain:
-            self.ctx.log.warning("ignoring a retained command on %s (commands must not be retained)", cmd.topic)
+        command = kind[0]
+        if not self._admitted(cmd, command):
+            cmd.done()
             return
-        if kind[0] == "order":
-            self.ctx.spawn(self.order_command(cmd), "order-command")
+        if command == "order":
+            self.ctx.spawn(self._acked(cmd, self.order_command(cmd)), "order-command")
         else:
-            self.ctx.spawn(self.vehicle_command(cmd, kind[1] or ""), "vehicle-command")
+            self.ctx.spawn(self._acked(cmd, self.vehicle_command(cmd, kind[1] or "")), "vehicle-command")
+
+    def _admitted(self, cmd: IncomingCommand, command: str) -> bool:
+        """False (after the refusal was answered) for a station command whose response topic is
+        not its own, or a command over its client's rate limit."""
+        topics = self.ctx.link.topics
+        if cmd.station is not None and cmd.response_topic is not None \
+                and not topics.response_topic_ok(cmd.response_topic, cmd.station):
+            self.reject(cmd, command, CommandError(
+                "forbidden_reply_topic", f"replies to {cmd.station}'s commands go only to "
+                f"{topics.reply(cmd.station)}/...; refused: {cmd.response_topic[:120]!r}", "response_topic"))
+            return False
+        if self.rate_limiter is None:
+            return True
+        refusal = self.rate_limiter.check(cmd.station, reply_owner(topics.reply_root, cmd.response_topic))
+        if refusal is None:
+            return True
+        self.ctx.link.reply(cmd, {"ok": False, "command": command, "retry_after_s": refusal.retry_after_s,
+                                  "error": {"code": RATE_LIMITED, "message": (
+                                      f"over the limit of {refusal.limit} commands per {refusal.window_s} s "
+                                      f"for {refusal.client}; retry in {refusal.retry_after_s:g} s")}})
+        if refusal.report is not None:
+            self.orders.event(RATE_LIMITED, client=refusal.client, refused=refusal.report,
+                              limit=refusal.limit, window_s=refusal.window_s)
+        return False
+
+    @staticmethod
+    async def _acked(cmd: IncomingCommand, handling: Coroutine[Any, Any, None]) -> None:
+        try:
+            await handling
+        except asyncio.CancelledError:
+            raise   # not acknowledged: redelivered to the service's next session
+        except BaseException:
+            cmd.done()
+            raise
+        cmd.done()
 
     def reject(self, cmd: IncomingCommand, command: str, err: CommandError, **extra: Any) -> None:
-        """Reply ``ok: false`` with ``err`` and publish a ``command_rejected`` event."""
+        """Reply ``ok: false`` with ``err`` and record a ``command_rejected`` event (non-durable:
+        junk costs no fsync; published by the event outbox like every event)."""
         body = {"ok": False, "command": command, "error": err.to_json(), **extra}
         self.ctx.link.reply(cmd, body)
-        self.orders.event("command_rejected", command=command, topic=cmd.topic, code=err.code,
-                          message=err.message, **extra)
+        self.ctx.event("command_rejected", durable=False, command=command, topic=cmd.topic, code=err.code,
+                       message=err.message, **extra)
 
     # --- cmd/order ------------------------------------------------------------------------------
 
@@ -173,7 +239,11 @@ class CommandHandler:
         self.ctx.event("vehicle_command", vehicle_id=agent.id, action=vc.action, order_id=agent.order_id)
 
     async def _act(self, agent: Agent, action: str) -> None:
-        """Carry out one operator action; CommandError when it does not apply now."""
+        """Carry out one operator action; CommandError when it does not apply now. ``clear``
+        applies only to a vehicle in lost contact (:meth:`droneops.fleet.lost_contact.ContactWatch.clear`)."""
+        if action == "clear":
+            await self.sup.contact.clear(agent)
+            return
         s = agent.state()
         flying = agent.flight is not None and s is not None and (bool(s.in_air) or bool(s.armed))
         if not flying:

@@ -26,8 +26,19 @@
     [mqtt.tls]                     # optional
     ca_file = "ca.crt"
 
+    [limits]                       # per-client command rate limits (droneops.fleet.rate_limit)
+    station_commands = 120         # per station account per station_window_s (60 s)
+
+    [events]                       # event retention (droneops.fleet.event_outbox)
+    retention_days = 30            # delete events older than this (0: no age limit)
+    max_rows = 1_000_000           # keep at most this many, the newest (0: no count limit)
+
     [flight]                       # optional FlightController tuning (droneops.vehicles.flight.FlightConfig)
     connect_timeout_s = 30
+
+    [supervision]                  # droneops.fleet.lost_contact
+    lost_contact_s = "auto"        # link down this long in flight = lost (vehicle s, / time_scale);
+                                   # "auto": until its last battery reading reaches the landing floor
 
     [[vehicles]]
     id = "v1"
@@ -50,7 +61,10 @@ from typing import Any
 
 from droneops.errors import UserError
 from droneops.fleet.dispatch_settings import DispatchSettings, parse_dispatch
+from droneops.fleet.event_outbox import EventSettings, parse_events
+from droneops.fleet.lost_contact import SupervisionSettings, parse_supervision
 from droneops.fleet.mqtt import MqttSettings, TlsSettings
+from droneops.fleet.rate_limit import RateLimitSettings, parse_limits
 from droneops.fleet.topics import ID_PATTERN
 from droneops.vehicles.link import MAX_LINKS_PER_PROCESS, MAX_SYSTEMS_PER_LINK, system_id_problem
 
@@ -86,6 +100,9 @@ class ServiceConfig:
     energy_min_progress: float = 0.1
     flight: dict = field(default_factory=dict)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
+    limits: RateLimitSettings = field(default_factory=RateLimitSettings)
+    events: EventSettings = field(default_factory=EventSettings)
     source: str = ""
 
     def flight_config(self):
@@ -100,7 +117,7 @@ _SERVICE_KEYS = {"network", "vehicle", "store", "objective", "return_to", "wind"
 _MQTT_KEYS = {"host", "port", "fleet", "prefix", "username", "password", "password_env", "password_file",
               "client_id", "telemetry_hz", "keepalive_s", "reconnect_min_s", "reconnect_max_s",
               "queue_limit", "ha_discovery", "ha_prefix", "tls", "protocol", "max_queued_incoming",
-              "status_interval_s", "session_expiry_s"}
+              "status_interval_s", "session_expiry_s", "receive_maximum"}
 _TLS_KEYS = {"ca_file", "cert_file", "key_file", "insecure"}
 _VEHICLE_KEYS = {"id", "url", "home", "system_id"}
 
@@ -243,9 +260,10 @@ def parse_mqtt(data: dict, base: Path, where: str = "[mqtt]") -> MqttSettings:
         ha_discovery=_bool(data, "ha_discovery", where, False),
         ha_prefix=_text(data, "ha_prefix", where, "homeassistant"),
         protocol=5 if protocol == "5" else 4,
-        max_queued_incoming=_int(data, "max_queued_incoming", where, 10_000, 100, 10_000_000),
+        max_queued_incoming=_int(data, "max_queued_incoming", where, 0, 0, 10_000_000),
         status_interval_s=_num(data, "status_interval_s", where, 2.0, 0.1, 3600.0),
         session_expiry_s=_int(data, "session_expiry_s", where, 3600, 0, 7 * 24 * 3600),
+        receive_maximum=_int(data, "receive_maximum", where, 100, 1, 65_535),
     )
 
 
@@ -282,7 +300,7 @@ def check_links(vehicles: list[VehicleConfig], where: str = "config") -> None:
 def parse_config(data: dict, base_dir: Path, source: str = "") -> ServiceConfig:
     """Validate a parsed TOML document (``base_dir`` resolves relative paths)."""
     where = source or "config"
-    _unknown(data, {"service", "mqtt", "flight", "vehicles", "dispatch"}, where)
+    _unknown(data, {"service", "mqtt", "flight", "vehicles", "dispatch", "limits", "supervision", "events"}, where)
     svc = _table(data.get("service", {}), f"{where} [service]")
     _unknown(svc, _SERVICE_KEYS, f"{where} [service]")
     w = f"{where} [service]"
@@ -340,6 +358,9 @@ def parse_config(data: dict, base_dir: Path, source: str = "") -> ServiceConfig:
         energy_min_progress=_num(svc, "energy_min_progress", w, 0.1, 0.0, 1.0),
         flight=dict(flight), source=source,
         dispatch=parse_dispatch(data.get("dispatch", {}), f"{where} [dispatch]"),
+        supervision=parse_supervision(data.get("supervision", {}), f"{where} [supervision]"),
+        limits=parse_limits(data.get("limits", {}), f"{where} [limits]"),
+        events=parse_events(data.get("events", {}), f"{where} [events]"),
     )
 
 

@@ -1,6 +1,6 @@
 """What the parts of the fleet service share: configuration, the network and vehicle model,
 the planner, the agents, the store and the MQTT link (once running), and the few operations
-every part uses (record + publish an event, publish a vehicle, spawn a background job).
+every part uses (record an event for the outbox to publish, publish a vehicle, spawn a background job).
 
 The parts (:mod:`~droneops.fleet.orders`, :mod:`~droneops.fleet.supervision`,
 :mod:`~droneops.fleet.recovery`, :mod:`~droneops.fleet.commands`,
@@ -11,9 +11,11 @@ makes it and wires them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
+import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from droneops.fleet import store as S
@@ -75,17 +77,45 @@ class FleetContext:
             raise RuntimeError("the fleet service is not running (no MQTT link)")
         return self._link
 
-    def event(self, kind: str, **fields: Any) -> None:
-        """Record an event in the store and publish it on ``<prefix>/events``. A store failure
-        is logged (with its traceback); the event is still published."""
+    def event(self, kind: str, *, durable: bool = True, **fields: Any) -> None:
+        """Record an event in the store (queued, not waited for: group commit). Once committed,
+        the event outbox (:mod:`droneops.fleet.event_outbox`) publishes it on
+        ``<prefix>/events`` with its store ``id`` and stored ``timestamp``, at least once, also
+        after a crash. ``durable=False`` (events nobody was promised, e.g. ``command_rejected``):
+        no fsync of its own. When the store refuses the event (logged with its traceback) it is
+        published directly, without an id."""
         data = {k: v for k, v in fields.items() if k not in ("order_id", "vehicle_id")}
         try:
-            self.store.post_event(kind, order_id=fields.get("order_id"), vehicle_id=fields.get("vehicle_id"),
-                                  data=data)
+            fut = self.store.post_event(kind, order_id=fields.get("order_id"), vehicle_id=fields.get("vehicle_id"),
+                                        data=data, durable=durable)
         except Exception:
             log.exception("could not store event %s", kind)
-        self.link.event(kind, **fields)
+            self._publish_unstored(kind, fields)
+        else:
+            fut.add_done_callback(self._unstored_callback(kind, fields))
         log.info("event %s %s", kind, " ".join(f"{k}={v}" for k, v in fields.items()))
+
+    def _unstored_callback(self, kind: str, fields: dict) -> Callable[[cf.Future], None]:
+        """A done-callback for an event's store write: publish the event when the write failed."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:   # not on the service's loop (a test, a tool): nothing to publish on
+            loop = None
+
+        def done(f: cf.Future) -> None:   # in the store's writer thread
+            if loop is not None and not f.cancelled() and f.exception() is not None and not loop.is_closed():
+                with contextlib.suppress(RuntimeError):   # the loop closed meanwhile
+                    loop.call_soon_threadsafe(self._publish_unstored, kind, fields)
+        return done
+
+    def _publish_unstored(self, kind: str, fields: dict) -> None:
+        """Publish an event the store refused (best effort: not retried, no id)."""
+        if self._link is None:
+            return
+        try:
+            self._link.event(kind, **fields)
+        except Exception:
+            log.exception("could not publish event %s", kind)
 
     def publish_vehicle(self, agent: Agent, *, force: bool = False, telemetry: bool = False) -> None:
         """Publish the agent's snapshot (retained state on change; telemetry when asked)."""

@@ -1,16 +1,7 @@
-"""The MQTT connection of droneops: one helper that both the fleet service and the dashboard use.
+"""The fleet service's MQTT session, on the shared connection helper
+:mod:`droneops.fleet.mqtt_connection` (whose :class:`ConnectionSettings`, :class:`TlsSettings`,
+:func:`make_client` and :class:`MqttConnection` are re-exported here).
 
-* :class:`ConnectionSettings` (+ :class:`TlsSettings`): broker address, account, TLS,
-  keepalive, reconnect backoff, protocol version.
-* :func:`make_client`: the :class:`droneops.fleet.paho_adapter.AckingClient` (an
-  ``aiomqtt.Client`` that can read PUBACK reason codes and publish without waiting) for those
-  settings, with an optional last will.
-* :class:`MqttConnection`: keeps one connection up. It connects, runs the caller's
-  ``session(client)`` coroutine while connected, and after any loss (broker gone, socket error,
-  a bug in the session) reconnects with exponential backoff. ``client`` is the live client
-  (None while down), ``connected`` an ``asyncio.Event``, ``connects`` the number of connects,
-  ``last_error`` why the last connection ended; ``on_state(connected, error)`` is called on
-  every change.
 * :class:`MqttLink`: the fleet service's session on top of it (see :class:`MqttSettings`):
   a last will, a cache of retained topics republished after every reconnect, a bounded queue
   of non-retained messages, and command dispatch that never lets a handler exception kill the
@@ -22,16 +13,21 @@ The topic tree and payloads are :mod:`droneops.fleet.topics`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
-import ssl
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from droneops.fleet.mqtt_connection import (  # noqa: F401  (re-exported: the connection helper)
+    ConnectionSettings,
+    MqttConnection,
+    Session,
+    StateCallback,
+    TlsSettings,
+    make_client,
+)
 from droneops.fleet.paho_adapter import AckingClient
 from droneops.fleet.topics import (
     Topics,
@@ -41,25 +37,6 @@ from droneops.fleet.topics import (
 )
 
 log = logging.getLogger("droneops.mqtt")
-
-
-@dataclass(frozen=True)
-class TlsSettings:
-    """TLS to the broker: ``ca_file`` to verify it (None = system CAs), optional client
-    certificate, ``insecure`` skips hostname verification (testing only)."""
-
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    insecure: bool = False
-
-    def context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.ca_file)
-        if self.cert_file:
-            ctx.load_cert_chain(self.cert_file, self.key_file)
-        if self.insecure:
-            ctx.check_hostname = False
-        return ctx
 
 
 #: Retained topics written per event-loop turn at most (the writer yields in between).
@@ -75,11 +52,18 @@ class MqttSettings:
     ``queue_limit``: non-retained messages kept while the broker is unreachable (oldest dropped).
     ``protocol``: 5 (MQTT v5, default: replies to v5 response topics) or 4 (MQTT 3.1.1, for
     brokers without v5 such as the demo's embedded amqtt: replies then go out only as events).
-    ``max_queued_incoming``: commands aiomqtt buffers before the reader takes them (beyond it
-    aiomqtt drops messages): 10,000 so a burst of 1,000 orders in a second fits many times over
-    (the reader hands each order to its own task at once). ``status_interval_s``: the retained
+    ``max_queued_incoming``: commands aiomqtt buffers before the reader takes them, 0 (default)
+    = no limit: beyond a limit aiomqtt drops messages the broker already acknowledged to their
+    sender, so the service never sets one (the reader hands each command to its own task at once;
+    the broker's receive maximum bounds the backlog where the broker honours it, see
+    ``receive_maximum``). ``status_interval_s``: the retained
     status (with the service's figures, e.g. its event-loop lag) is republished this often, s.
-    ``session_expiry_s``: with a ``client_id`` and MQTT v5, the broker keeps the service's session
+    ``receive_maximum``: MQTT v5 Receive Maximum, the commands the broker sends before the
+    service acknowledged them; ``manual_ack``: acknowledge each command once it is handled (not
+    on receipt), so that with ``receive_maximum`` a burst is held by the broker (backpressure)
+    and a command in hand at a crash is redelivered. (Mosquitto 2.0.11 holds back all but
+    ``receive_maximum`` unacknowledged commands, but once acknowledgements flow it releases the
+    rest of its queue: hence no limit on the service's own queue.) ``session_expiry_s``: with a ``client_id`` and MQTT v5, the broker keeps the service's session
     (its QoS 1 subscriptions) this long after a disconnect, so commands sent while the service is
     down or restarting are delivered when it is back (0: a clean session each time).
     """
@@ -100,9 +84,11 @@ class MqttSettings:
     ha_discovery: bool = False
     ha_prefix: str = "homeassistant"
     protocol: int = 5
-    max_queued_incoming: int = 10_000
+    max_queued_incoming: int = 0
     status_interval_s: float = 2.0
     session_expiry_s: int = 3600
+    receive_maximum: int = 100
+    manual_ack: bool = True
 
     @property
     def topic_prefix(self) -> str:
@@ -114,178 +100,31 @@ class MqttSettings:
                                   client_id=self.client_id, tls=self.tls, keepalive_s=self.keepalive_s,
                                   reconnect_min_s=self.reconnect_min_s, reconnect_max_s=self.reconnect_max_s,
                                   protocol=self.protocol, max_queued_incoming=self.max_queued_incoming,
-                                  session_expiry_s=self.session_expiry_s if self.client_id else 0)
+                                  session_expiry_s=self.session_expiry_s if self.client_id else 0,
+                                  receive_maximum=self.receive_maximum, manual_ack=self.manual_ack)
 
 
-
-
-@dataclass(frozen=True)
-class ConnectionSettings:
-    """One broker connection. ``tls`` None = plain TCP. ``keepalive_s``: MQTT keepalive, s.
-    ``reconnect_min_s``/``reconnect_max_s``: exponential backoff bounds between attempts, s.
-    ``protocol``: 5 (MQTT v5) or 4 (MQTT 3.1.1). ``max_queued_incoming``: messages aiomqtt
-    buffers for a slow reader; ``max_inflight``: QoS 1 messages paho keeps unacknowledged.
-    ``session_expiry_s`` > 0 (v5 only): a persistent session (clean start off, that expiry), s."""
-
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    client_id: str | None = None
-    tls: TlsSettings | None = None
-    keepalive_s: int = 30
-    reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 30.0
-    protocol: int = 5
-    max_queued_incoming: int = 1000
-    max_inflight: int = 1000
-    session_expiry_s: int = 0
-
-
-def make_client(settings: ConnectionSettings, *, will: Any = None,
-                logger: logging.Logger | None = None) -> AckingClient:
-    """A not yet connected client for ``settings`` (``async with`` connects it); ``will`` is an
-    ``aiomqtt.Will`` or None. TLS contexts are built here (``ssl.SSLError``/``OSError`` for bad
-    files)."""
-    import aiomqtt
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    s = settings
-    persistent = s.protocol == 5 and s.session_expiry_s > 0
-    properties = None
-    if persistent:   # MQTT v5 session kept by the broker: QoS 1 messages queue while we are away
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = s.session_expiry_s
-    return AckingClient(
-        s.host, s.port, username=s.username, password=s.password, identifier=s.client_id,
-        protocol=aiomqtt.ProtocolVersion.V5 if s.protocol == 5 else aiomqtt.ProtocolVersion.V311, will=will,
-        keepalive=s.keepalive_s, timeout=10.0, tls_context=s.tls.context() if s.tls else None,
-        max_queued_incoming_messages=s.max_queued_incoming, max_inflight_messages=s.max_inflight,
-        clean_start=False if persistent else aiomqtt.client.mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-        properties=properties,
-        # Small telemetry packets must not wait for Nagle's algorithm (up to ~40 ms with
-        # delayed ACKs once QoS 1 traffic shares the connection).
-        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-        logger=logger or logging.getLogger("droneops.mqtt.client"),
-    )
-
-
-#: ``session(client)``: what a connection does while it is up (subscribe, read, write).
-Session = Callable[[AckingClient], Awaitable[None]]
-#: ``on_state(connected, error)``: called when the connection comes up or goes down.
-StateCallback = Callable[[bool, "str | None"], None]
-
-
-class MqttConnection:
-    """Keeps one MQTT connection up and runs ``session(client)`` on it (see the module docstring).
-
-    ``start()`` begins connecting in a task; ``await close()`` stops for good (it cancels the
-    session: a caller that wants a clean goodbye publishes it before). ``will`` is an
-    ``aiomqtt.Will`` (or None), ``name`` names the task and the log lines.
-    """
-
-    def __init__(self, settings: ConnectionSettings, session: Session, *, will: Any = None,
-                 on_state: StateCallback | None = None, name: str = "mqtt",
-                 logger: logging.Logger | None = None) -> None:
-        self.settings = settings
-        self.session = session
-        self.will = will
-        self.on_state = on_state
-        self.name = name
-        self.log = logger or log
-        self.client: AckingClient | None = None
-        self.connected = asyncio.Event()
-        self.connects = 0
-        self.last_error: str | None = None
-        self._closing = False
-        self._task: asyncio.Task | None = None
-
-    @property
-    def running(self) -> bool:
-        """True while the connect/reconnect task is alive (between start and close)."""
-        return self._task is not None and not self._task.done()
-
-    def start(self) -> None:
-        if self._task is None:
-            self._closing = False
-            self._task = asyncio.create_task(self._run(), name=self.name)
-
-    async def wait_connected(self, timeout_s: float | None = None) -> None:
-        await asyncio.wait_for(self.connected.wait(), timeout_s)
-
-    async def close(self) -> None:
-        """Disconnect and stop reconnecting."""
-        self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        self.connected.clear()
-
-    def _set_state(self, connected: bool, error: str | None) -> None:
-        if connected:
-            self.connected.set()
-        else:
-            self.connected.clear()
-        self.last_error = error
-        if self.on_state is not None:
-            try:
-                self.on_state(connected, error)
-            except Exception:
-                self.log.exception("%s: connection state callback failed", self.name)
-
-    async def _run(self) -> None:
-        backoff = self.settings.reconnect_min_s
-        while not self._closing:
-            error = await self._connect_once()
-            if error is None:  # it was up: start the backoff again from the bottom
-                backoff = self.settings.reconnect_min_s
-            if self._closing:
-                break
-            self.log.warning("%s: %s; retrying in %.1f s", self.name, self.last_error, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(self.settings.reconnect_max_s, backoff * 2)
-
-    async def _connect_once(self) -> str | None:
-        """One connection: connect, run the session until it ends. Returns None when the
-        connection was up (whatever ended it), else why connecting failed."""
-        import aiomqtt
-
-        was_up, error = False, "session ended"
-        try:
-            async with make_client(self.settings, will=self.will, logger=self.log) as client:
-                self.client, was_up = client, True
-                self.connects += 1
-                self._set_state(True, None)
-                self.log.info("%s: connected to mqtt://%s:%d as %s", self.name, self.settings.host,
-                              self.settings.port, self.settings.username or "(anonymous)")
-                await self.session(client)
-        except* aiomqtt.MqttError as group:
-            error = f"broker connection: {group.exceptions[0]}"
-        except* OSError as group:  # refused, reset, TLS handshake, bad TLS files
-            error = f"broker connection: {group.exceptions[0]}"
-        except* Exception as group:  # a bug in the session must not end the connection for good
-            error = f"internal error: {group.exceptions[0]!r}"
-            self.log.error("%s: session failed", self.name, exc_info=group.exceptions[0])
-        finally:
-            if self.client is not None:
-                self.client.fail_pending(ConnectionError("broker connection lost"))
-            self.client = None
-            self._set_state(False, error)
-        return None if was_up else error
 
 
 @dataclass
 class IncomingCommand:
-    """A message on a command topic, as handed to the service."""
+    """A message on a command topic, as handed to the service. ``station``: the username of a
+    station's ``cmd/order/<username>`` (None on the operator topics). ``on_done``: acknowledges
+    the message to the broker (manual PUBACK); call :meth:`done` once the command is handled."""
 
     topic: str
     payload: bytes
     response_topic: str | None
     correlation_data: bytes | None
     retain: bool
+    station: str | None = None
+    on_done: Callable[[], None] | None = None
+
+    def done(self) -> None:
+        """Acknowledge the command to the broker (at most once; no-op when there is nothing to do)."""
+        ack, self.on_done = self.on_done, None
+        if ack is not None:
+            ack()
 
 
 CommandHandler = Callable[[IncomingCommand], Awaitable[None]]
@@ -311,7 +150,12 @@ class MqttLink:
     * Commands (``cmd/order``, ``cmd/vehicle/+``) are passed to ``on_command``; exceptions it
       raises are logged, never propagated.
     * The last will publishes ``{"state": "offline", "reason": "connection lost"}`` retained
-      on ``service/status``; :meth:`close` publishes ``offline`` itself and disconnects.
+      on ``service/status``, with no timestamp (the broker sends it when the connection is lost,
+      long after it was made); :meth:`close` publishes ``offline`` itself, with its time, and
+      disconnects.
+    * With ``manual_ack`` each command is acknowledged (PUBACK) only when the handler calls
+      :meth:`IncomingCommand.done`, and ``receive_maximum`` bounds the unacknowledged commands the
+      broker sends: a burst waits in the broker's session queue instead of overflowing ours.
     """
 
     def __init__(self, settings: MqttSettings, on_command: CommandHandler | None = None,
@@ -403,16 +247,31 @@ class MqttLink:
         self._wake.set()
 
     def event(self, kind: str, **fields: Any) -> dict:
-        """Publish an event ``{"kind": kind, "timestamp": ..., **fields}`` on ``<prefix>/events``."""
+        """Publish an ad-hoc event ``{"kind": kind, "timestamp": ..., **fields}`` on
+        ``<prefix>/events`` (queued, not stored, no ``id``). The fleet service publishes its
+        events from the store instead (:mod:`droneops.fleet.event_outbox`, through
+        :meth:`publish_event_acked`); it uses this only for an event the store refused."""
         body = {"kind": kind, "timestamp": time.time(), **fields}
         self.publish(self.topics.events, body, qos=1)
         return body
 
+    async def publish_event_acked(self, body: dict, *, timeout_s: float = 10.0) -> str | None:
+        """Publish a stored event's ``body`` on ``<prefix>/events`` (QoS 1) now and return once
+        the broker acknowledged it (PUBACK): None when accepted, else the broker's reason (e.g.
+        "Not authorized"). Raises ``ConnectionError`` while the link is down (or when it goes
+        down before the PUBACK), ``aiomqtt.MqttError`` when paho refuses the message and
+        ``TimeoutError`` after ``timeout_s`` seconds without a PUBACK."""
+        client = self.connection.client
+        if client is None or not self.connected.is_set():
+            raise ConnectionError("broker not connected")
+        return await client.publish_acked(self.topics.events, dumps(body), timeout_s=timeout_s)
+
     def reply(self, cmd: IncomingCommand, body: dict) -> bool:
         """Send ``body`` to the command's v5 response topic (with its correlation data) when
-        it is a legal reply topic; return whether a reply was queued."""
+        it is a legal reply topic (for a station's command: under its own ``reply/<username>``);
+        return whether a reply was queued."""
         topic = cmd.response_topic
-        if topic is None or not self.topics.response_topic_ok(topic):
+        if topic is None or not self.topics.response_topic_ok(topic, cmd.station):
             return False
         self.publish(topic, body, qos=1, correlation_data=cmd.correlation_data)
         return True
@@ -454,13 +313,16 @@ class MqttLink:
         if self.settings.protocol == 5:
             will_props = Properties(PacketTypes.WILLMESSAGE)
             will_props.ContentType = "application/json"
-        return aiomqtt.Will(self.topics.service_status,
-                            dumps(status_payload("offline", self.settings.fleet, reason="connection lost")),
-                            qos=1, retain=True, properties=will_props)
+        # No timestamp: the will is composed at connect time but published by the broker when the
+        # connection is lost; readers note when they saw it (the dashboard says "noticed at").
+        will = status_payload("offline", self.settings.fleet, reason="connection lost")
+        del will["timestamp"]
+        return aiomqtt.Will(self.topics.service_status, dumps(will), qos=1, retain=True, properties=will_props)
 
     async def _session(self, client: AckingClient) -> None:
         try:
             await client.subscribe(self.topics.cmd_order, qos=1)
+            await client.subscribe(self.topics.cmd_order_filter, qos=1)
             await client.subscribe(self.topics.cmd_vehicle_filter, qos=1)
             self.status("online")
             for topic in self._retained:  # republish everything after a (re)connect
@@ -484,12 +346,16 @@ class MqttLink:
     async def _reader(self, client: AckingClient) -> None:
         async for message in client.messages:
             props = message.properties
+            topic = message.topic.value
+            kind = self.topics.command_kind(topic)
             cmd = IncomingCommand(
-                topic=message.topic.value, payload=bytes(message.payload or b""),
+                topic=topic, payload=bytes(message.payload or b""),
                 response_topic=getattr(props, "ResponseTopic", None) if props else None,
                 correlation_data=getattr(props, "CorrelationData", None) if props else None,
-                retain=bool(message.retain))
+                retain=bool(message.retain), station=kind[1] if kind and kind[0] == "order" else None,
+                on_done=self._acker(client, message))
             if self.on_command is None:
+                cmd.done()
                 continue
             try:
                 await self.on_command(cmd)
@@ -497,6 +363,18 @@ class MqttLink:
                 raise
             except Exception:  # the service never dies on input
                 log.exception("command handler failed on %s", cmd.topic)
+                cmd.done()
+
+    def _acker(self, client: AckingClient, message: Any) -> Callable[[], None] | None:
+        """Acknowledge ``message`` on ``client`` later, unless that connection is gone by then
+        (the broker then redelivers it in the next session). None without manual acks."""
+        if not self.settings.manual_ack:
+            return None
+
+        def ack() -> None:
+            if self.connection.client is client and self.connected.is_set():
+                client.ack(message)
+        return ack
 
     def _properties(self, msg: _Outgoing) -> Any:
         from paho.mqtt.packettypes import PacketTypes

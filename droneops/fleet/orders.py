@@ -78,17 +78,9 @@ class OrderBook:
         self.pool.close()
 
     def event(self, kind: str, **fields: Any) -> None:
-        """Like :meth:`droneops.fleet.context.FleetContext.event` (store + publish), but the
-        store write is queued, not waited for (group commit): for the hot paths."""
-        ctx = self.ctx
-        data = {k: v for k, v in fields.items() if k not in ("order_id", "vehicle_id")}
-        try:
-            ctx.store.post_event(kind, order_id=fields.get("order_id"), vehicle_id=fields.get("vehicle_id"),
-                                 data=data)
-        except Exception:
-            ctx.log.exception("could not store event %s", kind)
-        ctx.link.event(kind, **fields)
-        ctx.log.info("event %s %s", kind, " ".join(f"{k}={v}" for k, v in fields.items()))
+        """:meth:`droneops.fleet.context.FleetContext.event`: stored (queued, group commit), then
+        published by the event outbox with its store id and timestamp."""
+        self.ctx.event(kind, **fields)
 
     # --- store + topic ------------------------------------------------------------------------
 

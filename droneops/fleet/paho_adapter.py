@@ -1,10 +1,12 @@
 """The one place droneops reaches under aiomqtt into paho-mqtt.
 
-aiomqtt (2.5) gives two things droneops needs no public way:
+aiomqtt (2.5) gives three things droneops needs no public way:
 
 * the **PUBACK reason code** of a QoS 1 publish: aiomqtt's ``publish`` waits for the PUBACK
   but drops its reason code, so a publish the broker's ACL refuses (MQTT v5: 0x87 Not
   authorized) looks like a success;
+* **manual acknowledgement** of received messages (paho's ``manual_ack``), so the service
+  acknowledges a command once it is handled;
 * a **non-blocking publish**: aiomqtt's ``publish`` is a coroutine that costs one event-loop
   round per message (and, for QoS 1, waits for the PUBACK); telemetry and bursts of retained
   state want the message handed to paho's send queue and nothing more.
@@ -12,9 +14,9 @@ aiomqtt (2.5) gives two things droneops needs no public way:
 :class:`AckingClient` is an ``aiomqtt.Client`` with both, built by subclassing (no
 monkeypatching of paho callbacks): aiomqtt itself registers its bound ``_on_publish`` as paho's
 publish callback, so overriding that method sees every PUBACK with its reason code. Its other
-reach is aiomqtt's paho client (``self._client``), for paho's own non-blocking ``publish`` and
-for the socket. Each reach carries ``# noqa: SLF001`` and the reason. Pinned by
-``aiomqtt>=2.5,<3`` (pyproject): re-check these three names when that pin moves.
+reach is aiomqtt's paho client (``self._client``), for paho's own non-blocking ``publish``,
+paho's manual acknowledgement and the socket. Each reach carries ``# noqa: SLF001`` and the
+reason. Pinned by ``aiomqtt>=2.5,<3`` (pyproject): re-check these names when that pin moves.
 
 Both the fleet service (:mod:`droneops.fleet.mqtt`) and the dashboard use this client.
 """
@@ -82,6 +84,16 @@ class AckingClient(aiomqtt.Client):
         if code is not None and code.is_failure:
             return str(code.getName())
         return None
+
+    def enable_manual_ack(self) -> None:
+        """Acknowledge received QoS 1 messages only through :meth:`ack` (call before connecting)."""
+        # aiomqtt does not pass paho's manual_ack option through; paho's public setter does it.
+        self._client.manual_ack_set(True)  # noqa: SLF001
+
+    def ack(self, message: aiomqtt.Message) -> None:
+        """Send the PUBACK of a received ``message`` (with :meth:`enable_manual_ack`; QoS 0: no-op)."""
+        if message.qos > 0:
+            self._client.ack(message.mid, message.qos)  # noqa: SLF001
 
     def fail_pending(self, exc: BaseException) -> None:
         """Fail every :meth:`publish_acked` still waiting (call when the connection is lost)."""

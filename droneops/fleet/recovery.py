@@ -6,11 +6,18 @@ and follows the flight to its landing (or, when nothing flew, puts the order bac
 queue). Nothing is flown twice: a mission is only uploaded from ``assigned``/``planned``
 orders, and an order found ``uploading`` is checked against the vehicle (armed or in the air =
 it flew) before anything else happens.
+
+A re-attached flight's used energy is the drop of the battery reading from its take-off (stored
+with the ``takeoff`` event; else the plan's battery at the start of that flight) to the lowest
+reading while armed. A vehicle that flew when the service stopped and does not answer after the
+restart is declared lost like one whose link went down (:mod:`droneops.fleet.lost_contact`);
+an order found ``lost_contact`` stays so until its vehicle answers or an operator clears it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from droneops.fleet import store as S
 from droneops.fleet.agents import Agent, nearest_node
 from droneops.fleet.orders import plan_from_json
+from droneops.fleet.store_model import LOST_CONTACT
 from droneops.fleet.supervision import FlightOutcome
 
 if TYPE_CHECKING:
@@ -72,6 +80,8 @@ class Recovery:
             agent = found
             busy.add(agent.id)
             agent.order_id = order.id
+            if order.state == LOST_CONTACT:   # lost before the restart: still lost until it answers
+                agent.lost_contact_at = self.sup.contact.lost_since(order.id) or now
             if flight is not None and flight.state == S.F_IN_FLIGHT:
                 agent.node = None  # somewhere along its route
             agent.task = self.sup.start_job(agent, self.resume(agent, order.id, flight), f"resume-{order.id}")
@@ -103,9 +113,22 @@ class Recovery:
         """The mission items the vehicle holds now (FlightError when the download fails)."""
         return list(await agent.controller.download_mission())
 
+    def takeoff_battery_pct(self, flight: S.Flight, expected: Any) -> float | None:
+        """The battery reading at the take-off of ``flight``: stored with its ``takeoff`` event,
+        else the plan's battery at the start of the flight (``expected``'s first leg)."""
+        if flight.order_id is not None:
+            for ev in reversed(self.ctx.store.events(kind="takeoff", order_id=flight.order_id)):
+                pct = ev.data.get("battery_pct")
+                if ev.data.get("flight_id") == flight.id and isinstance(pct, (int, float)) and math.isfinite(pct):
+                    return float(pct)
+        if expected is not None and expected.legs:
+            return expected.legs[0].battery_start_wh / self.ctx.profile.battery_capacity_wh * 100.0
+        return None
+
     async def follow(self, agent: Agent, flight: S.Flight, expected: Any) -> FlightOutcome:
         """Re-attach to a flight in progress: read the vehicle's mission back, then follow it
-        until landed and disarmed (FlightController's own completion logic)."""
+        until landed and disarmed (FlightController's own completion logic). The used energy
+        comes from the battery readings (:meth:`takeoff_battery_pct`, the agent's meter)."""
         from droneops.core.mission import FlightMission, compare_items
         from droneops.vehicles.flight import FlightError
 
@@ -129,12 +152,16 @@ class Recovery:
         from droneops.core.energy_watch import RouteProgress
 
         agent.route = RouteProgress(mission.items)
+        agent.takeoff_battery_pct = self.takeoff_battery_pct(flight, expected)
+        agent.start_meter()
         self.ctx.event("reattached", vehicle_id=agent.id, order_id=agent.order_id, flight=flight.flight_index,
                        mission_items=len(mission.items), current=ctrl.state.mission_current)
         try:
             followed = await ctrl.follow(mission, flight.flight_index)
             result, message, landed = followed.result, followed.message, followed.landed_id
         except FlightError as exc:
+            if not agent.link_up and not agent.on_ground_disarmed():
+                return await self.sup.follow_after_loss(agent, flight.id, mission, flight.flight_index, str(exc))
             if not agent.on_ground_disarmed():
                 self.ctx.store.update_flight(flight.id, state=S.F_FAILED)
                 return FlightOutcome("failed", None, str(exc))
@@ -147,7 +174,7 @@ class Recovery:
         """Pick up an order that had a vehicle when the service stopped."""
         from droneops.core.mission import build_missions
 
-        await self.wait_connected(agent)
+        await self._connected_or_lost(agent, order_id, flight)
         order = self.orders.get(order_id)
         missions = build_missions(plan_from_json(order.plan), self.ctx.network, self.ctx.profile) if order.plan else []
         k = flight.mission_index if flight is not None and flight.mission_index is not None else 0
@@ -165,6 +192,24 @@ class Recovery:
             await self._resume_in_flight(agent, r, flight)
         else:
             await self._resume_on_ground(agent, r)
+
+    async def _connected_or_lost(self, agent: Agent, order_id: str, flight: S.Flight | None) -> None:
+        """:meth:`wait_connected`; meanwhile a vehicle that was flying is declared lost if it does
+        not answer within its lost-contact time (counted from the flight's last stored progress,
+        but at least the connect timeout). Once it answers, a lost vehicle is in contact again."""
+        contact = self.sup.contact
+        if flight is not None and flight.state == S.F_IN_FLIGHT and agent.lost_contact_at is None:
+            pct = self.takeoff_battery_pct(flight, None)
+            remaining = contact.lost_contact_wall_s(agent, pct) - (time.time() - flight.updated_at)
+            contact.start_timer(agent, max(remaining, self.ctx.flight_config.connect_timeout_s),
+                                "no answer after the restart")
+        await self.wait_connected(agent)
+        contact.cancel_timer(agent)
+        if agent.controller.state.link_ok:
+            agent.link_up = True
+            contact.regained(agent)
+        elif agent.lost_contact_at is not None:
+            await contact.wait_for_contact(agent)
 
     async def _flew_while_down(self, agent: Agent, expected: Any) -> bool:
         """True when the vehicle (on the ground, disarmed) holds ``expected``, reached its last

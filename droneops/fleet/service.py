@@ -46,9 +46,11 @@ from droneops.fleet.commands import CommandHandler
 from droneops.fleet.config import ServiceConfig, check_links
 from droneops.fleet.context import FleetContext, log
 from droneops.fleet.dispatcher import Dispatcher
+from droneops.fleet.event_outbox import EventOutbox, EventPruner
 from droneops.fleet.loop_lag import LoopLagSampler
 from droneops.fleet.mqtt import MqttLink
 from droneops.fleet.orders import OrderBook
+from droneops.fleet.rate_limit import CommandRateLimiter
 from droneops.fleet.recovery import Recovery
 from droneops.fleet.supervision import Supervisor
 from droneops.fleet.topics import CommandLimits, ha_discovery
@@ -87,7 +89,8 @@ class FleetService:
         self.supervisor = Supervisor(ctx, self.orders)
         self.links = AgentLinks(ctx, self.supervisor.on_flight_event)
         self.recovery = Recovery(ctx, self.orders, self.supervisor, self.links)
-        self.commands = CommandHandler(ctx, self.orders, self.supervisor, self.limits)
+        self.commands = CommandHandler(ctx, self.orders, self.supervisor, self.limits,
+                                       CommandRateLimiter(config.limits))
         self.dispatcher = Dispatcher(ctx, self.orders, self.supervisor)
         self.loop_lag = LoopLagSampler()
         self.ready = asyncio.Event()
@@ -144,6 +147,8 @@ class FleetService:
                 ctx.publish_vehicle(agent, force=True)
                 agent.connect_task = asyncio.create_task(self.links.connect(agent), name=f"agent-{agent.id}")
             self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatcher"))
+            self._tasks.append(asyncio.create_task(EventOutbox(store, link, self.config.events).run(), name="events"))
+            self._tasks.append(asyncio.create_task(EventPruner(store, self.config.events).run(), name="pruning"))
             self._tasks.append(asyncio.create_task(self.loop_lag.run(), name="loop-lag"))
             self._tasks.append(asyncio.create_task(self.links.housekeeping(), name="housekeeping"))
             self.ready.set()

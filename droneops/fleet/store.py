@@ -21,7 +21,11 @@ batch is committed (the synchronous API: tests, the CLI, start-up recovery), and
 ``await create_order_async(...)`` (likewise ``transition_async``, ``add_event_async``, ...)
 lets the event loop run on while the writer thread commits: the fleet service's hot paths
 (orders in, assignments, events) use these. ``post_event`` queues an event without waiting at
-all (events are records, not promises to a client; a later write's commit implies it).
+all (events are records, not promises to a client; a later write's commit implies it). Writes
+nobody was promised (rejected-command events, the event outbox's marks, pruning) are
+non-durable: no fsync of their own (:mod:`droneops.fleet.store_writer`). Events, the outbox
+that publishes them after their commit, and their retention are
+:mod:`droneops.fleet.store_events`.
 Writes run in the order they were submitted (one queue), which keeps the order of writes on
 disk identical to the order of decisions, which crash recovery relies on. Reads run on the
 caller's thread over their own connection (WAL: they never wait for the writer) and see every
@@ -54,9 +58,11 @@ from pathlib import Path
 from typing import Any
 
 from droneops.errors import UserError
+from droneops.fleet.store_events import EventListener, EventStore, migrate_events
 from droneops.fleet.store_model import (  # noqa: F401  (the store's public vocabulary, re-exported)
     ABORTED,
     ACTIVE_ORDER_STATES,
+    AIRBORNE_ORDER_STATES,
     ASSIGNED,
     COMPLETED,
     DELIVERED,
@@ -69,6 +75,7 @@ from droneops.fleet.store_model import (  # noqa: F401  (the store's public voca
     FAILED,
     FLIGHT_TRANSITIONS,
     IN_FLIGHT,
+    LOST_CONTACT,
     OPEN_FLIGHT_STATES,
     ORDER_STATES,
     ORDER_TRANSITIONS,
@@ -142,14 +149,6 @@ CREATE TABLE IF NOT EXISTS flights (
 CREATE UNIQUE INDEX IF NOT EXISTS flights_order_index ON flights(order_id, flight_index)
     WHERE order_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS flights_state ON flights(state);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    kind TEXT NOT NULL,
-    order_id TEXT,
-    vehicle_id TEXT,
-    data TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS vehicles (
     id TEXT PRIMARY KEY,
     node TEXT,
@@ -163,11 +162,12 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-class Store:
+class Store(EventStore):
     """The fleet database. Open with ``Store(path)`` (``":memory:"`` for tests), close with
     :meth:`close` or use as a context manager. Every public write is one transaction (a
     savepoint in a group-committed batch, see the module docstring), committed and fsynced
-    before the method returns (or its ``*_async`` twin's await ends)."""
+    before the method returns (or its ``*_async`` twin's await ends). Events, their outbox and
+    their pruning are :class:`droneops.fleet.store_events.EventStore`."""
 
     def __init__(self, path: str | Path, clock: Callable[[], float] = time.time) -> None:
         self.path = str(path)
@@ -180,6 +180,8 @@ class Store:
         # ":memory:" is one database per connection: reader and writer share one, under a lock.
         self._read_lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._event_listeners: list[EventListener] = []
+        self._listeners_lock = threading.Lock()
         self._writer = GroupWriter(self._open_writer, self._read_lock if self._memory else None,
                                    name=f"store-writer-{uuid.uuid4().hex[:6]}")
         if not self._memory:
@@ -218,6 +220,7 @@ class Store:
             db.close()
             raise UserError(f"store: {self.path} has schema version {row[0]}, "
                             f"this droneops expects {SCHEMA_VERSION}")
+        migrate_events(db)   # the event outbox (added to an older database here)
         if self._memory:
             self._db = db
         return db
@@ -229,18 +232,23 @@ class Store:
         with self._read_lock:
             yield self._db
 
-    def _wait(self, job: WriteJob) -> Any:
+    def _wait(self, job: WriteJob, *, durable: bool = True) -> Any:
         """Run a write job and block until its batch is committed."""
-        return self._writer.submit(job).result()
+        return self._writer.submit(job, durable=durable).result()
 
-    async def _await(self, job: WriteJob) -> Any:
+    async def _await(self, job: WriteJob, *, durable: bool = True) -> Any:
         """Run a write job; the event loop runs on until its batch is committed."""
-        return await asyncio.wrap_future(self._writer.submit(job))
+        return await asyncio.wrap_future(self._writer.submit(job, durable=durable))
 
     @property
     def commits(self) -> int:
-        """Transactions (fsyncs) committed so far; :attr:`writes` counts the writes in them."""
+        """Durable transactions (fsyncs) committed so far; :attr:`lazy_commits` counts the
+        non-durable ones, :attr:`writes` the writes in both."""
         return self._writer.commits
+
+    @property
+    def lazy_commits(self) -> int:
+        return self._writer.lazy_commits
 
     @property
     def writes(self) -> int:
@@ -509,53 +517,6 @@ class Store:
         with self._read() as rdb:
             rows = rdb.execute(sql, args).fetchall()
         return [self._flight(r) for r in rows]
-
-    # --- events -----------------------------------------------------------------------------
-
-    def _event_job(self, kind: str, order_id: str | None, vehicle_id: str | None, data: dict | None) -> WriteJob:
-        now = self._clock()
-        body = data or {}
-        text = _dumps(body)
-
-        def job(db: sqlite3.Connection) -> Event:
-            cur = db.execute("INSERT INTO events(at, kind, order_id, vehicle_id, data) VALUES (?, ?, ?, ?, ?)",
-                             (now, kind, order_id, vehicle_id, text))
-            assert cur.lastrowid is not None  # an INSERT always sets it
-            return Event(int(cur.lastrowid), now, kind, order_id, vehicle_id, body)
-        return job
-
-    def add_event(self, kind: str, *, order_id: str | None = None, vehicle_id: str | None = None,
-                  data: dict | None = None) -> Event:
-        return self._wait(self._event_job(kind, order_id, vehicle_id, data))
-
-    async def add_event_async(self, kind: str, *, order_id: str | None = None, vehicle_id: str | None = None,
-                              data: dict | None = None) -> Event:
-        return await self._await(self._event_job(kind, order_id, vehicle_id, data))
-
-    def post_event(self, kind: str, *, order_id: str | None = None, vehicle_id: str | None = None,
-                   data: dict | None = None) -> cf.Future:
-        """Queue an event without waiting (its future resolves to the :class:`Event` once
-        committed, or to the error; a failure is also logged)."""
-        fut = self._writer.submit(self._event_job(kind, order_id, vehicle_id, data))
-        fut.add_done_callback(_log_failure)
-        return fut
-
-    def events(self, *, kind: str | None = None, order_id: str | None = None,
-               limit: int | None = None) -> list[Event]:
-        where, args = [], []
-        if kind is not None:
-            where.append("kind=?")
-            args.append(kind)
-        if order_id is not None:
-            where.append("order_id=?")
-            args.append(order_id)
-        sql = "SELECT * FROM events" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY id"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        with self._read() as rdb:
-            rows = rdb.execute(sql, args).fetchall()
-        return [Event(r["id"], r["at"], r["kind"], r["order_id"], r["vehicle_id"], json.loads(r["data"]))
-                for r in rows]
 
     # --- vehicles ---------------------------------------------------------------------------
 

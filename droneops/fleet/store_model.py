@@ -4,10 +4,14 @@ the records (:class:`Order`, :class:`Flight`, ...) that :mod:`droneops.fleet.sto
 Order lifecycle
 ---------------
 ``received -> planned -> assigned -> uploading -> in_flight -> delivered -> completed``, with
-side states ``rejected`` (with a reason), ``aborted``, ``diverted`` and ``failed``.
-:data:`ORDER_TRANSITIONS` lists every legal move; anything else raises
+side states ``rejected`` (with a reason), ``aborted``, ``diverted``, ``lost_contact`` and
+``failed``. :data:`ORDER_TRANSITIONS` lists every legal move; anything else raises
 :class:`IllegalTransition`. ``diverted`` means the vehicle was sent to a station before the
 drop; from there the order is flown on (``assigned``) or requeued (``planned``).
+``lost_contact`` means the vehicle's link stayed down longer than ``[supervision]
+lost_contact_s`` during a flight (``in_flight``, ``delivered`` or ``diverted``): the order goes
+back to the state it came from when the link returns, or ``failed`` when an operator clears it
+(:mod:`droneops.fleet.lost_contact`); it is never dispatched again meanwhile.
 
 Timestamps are UNIX epoch seconds (UTC). Every name here is also importable from
 :mod:`droneops.fleet.store`.
@@ -33,10 +37,11 @@ COMPLETED = "completed"
 REJECTED = "rejected"
 ABORTED = "aborted"
 DIVERTED = "diverted"
+LOST_CONTACT = "lost_contact"
 FAILED = "failed"
 
 ORDER_STATES: tuple[str, ...] = (RECEIVED, PLANNED, ASSIGNED, UPLOADING, IN_FLIGHT, DELIVERED,
-                                 COMPLETED, REJECTED, ABORTED, DIVERTED, FAILED)
+                                 COMPLETED, REJECTED, ABORTED, DIVERTED, LOST_CONTACT, FAILED)
 
 #: Legal order state changes: state -> states it may move to.
 ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -47,9 +52,11 @@ ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
     ASSIGNED: frozenset({PLANNED, UPLOADING, ABORTED, FAILED}),
     # uploading -> planned: upload/arm/start failed with the vehicle still on the ground.
     UPLOADING: frozenset({PLANNED, IN_FLIGHT, ABORTED, FAILED}),
-    IN_FLIGHT: frozenset({DELIVERED, DIVERTED, ABORTED, FAILED}),
-    DELIVERED: frozenset({COMPLETED, FAILED}),
-    DIVERTED: frozenset({ASSIGNED, PLANNED, ABORTED, FAILED}),
+    IN_FLIGHT: frozenset({DELIVERED, DIVERTED, ABORTED, FAILED, LOST_CONTACT}),
+    DELIVERED: frozenset({COMPLETED, FAILED, LOST_CONTACT}),
+    DIVERTED: frozenset({ASSIGNED, PLANNED, ABORTED, FAILED, LOST_CONTACT}),
+    # lost_contact -> the state it came from when the link returns; failed when an operator clears it
+    LOST_CONTACT: frozenset({IN_FLIGHT, DELIVERED, DIVERTED, ABORTED, FAILED}),
     COMPLETED: frozenset(),
     REJECTED: frozenset(),
     ABORTED: frozenset(),
@@ -60,7 +67,10 @@ TERMINAL_ORDER_STATES: frozenset[str] = frozenset(s for s, nxt in ORDER_TRANSITI
 #: Orders waiting for a vehicle (re-planned after a restart).
 QUEUED_ORDER_STATES: frozenset[str] = frozenset({RECEIVED, PLANNED})
 #: Orders whose vehicle may be moving: re-attach to the vehicle after a restart.
-ACTIVE_ORDER_STATES: frozenset[str] = frozenset({ASSIGNED, UPLOADING, IN_FLIGHT, DELIVERED, DIVERTED})
+ACTIVE_ORDER_STATES: frozenset[str] = frozenset({ASSIGNED, UPLOADING, IN_FLIGHT, DELIVERED, DIVERTED,
+                                                 LOST_CONTACT})
+#: Orders whose vehicle is in the air: these go ``lost_contact`` when its link stays down.
+AIRBORNE_ORDER_STATES: frozenset[str] = frozenset({IN_FLIGHT, DELIVERED, DIVERTED})
 
 # --- flight states --------------------------------------------------------------------------
 

@@ -12,6 +12,16 @@ Jobs run in submission order (one queue, one thread), so the order of writes on 
 order of the decisions that made them, which crash recovery relies on. The caller's thread
 never waits for the disk unless it chooses to (``future.result()`` or ``await
 asyncio.wrap_future(future)``).
+
+**Non-durable writes.** A job submitted with ``durable=False`` (records nobody was promised:
+a ``command_rejected`` event, the outbox's "published" marks, pruning) costs no fsync of its
+own. A batch holding at least one durable job commits with ``synchronous=FULL`` as always, and
+its non-durable jobs ride along for free. A batch of only non-durable jobs commits with
+``synchronous=NORMAL``: in WAL mode that commit is written to the log without an fsync (the log
+is synced at the next durable commit or checkpoint), so it survives a process crash (kill -9)
+but may be rolled back by a power cut. :attr:`GroupWriter.commits` counts the fsynced
+(durable) commits, :attr:`GroupWriter.lazy_commits` the others, :attr:`GroupWriter.jobs` all
+jobs.
 """
 
 from __future__ import annotations
@@ -29,6 +39,11 @@ log = logging.getLogger("droneops.fleet.store")
 #: Most write jobs in one transaction (one fsync).
 BATCH_MAX = 64
 
+#: SQLite ``synchronous`` level of a batch with a durable job (fsync at commit) and of a batch
+#: of non-durable jobs only (WAL: no fsync at commit; survives a process crash, not a power cut).
+DURABLE_SYNC = "FULL"
+LAZY_SYNC = "NORMAL"
+
 WriteJob = Callable[[sqlite3.Connection], Any]
 
 
@@ -41,24 +56,26 @@ class GroupWriter:
                  name: str = "store-writer") -> None:
         self._connect = connect
         self._lock = lock or threading.Lock()
-        self._queue: queue.SimpleQueue[tuple[WriteJob, cf.Future] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[WriteJob, cf.Future, bool] | None] = queue.SimpleQueue()
         self._ready: cf.Future = cf.Future()
         self._closed = False
         self._last: WriteJob | None = None
-        #: Committed transactions (fsyncs) and write jobs so far.
+        #: Durable (fsynced) commits, non-durable commits (no fsync) and write jobs so far.
         self.commits = 0
+        self.lazy_commits = 0
         self.jobs = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         self._ready.result()   # the connection opened (or its error is raised here)
 
-    def submit(self, job: WriteJob) -> cf.Future:
-        """Queue ``job``; its future resolves after the commit of its batch."""
+    def submit(self, job: WriteJob, *, durable: bool = True) -> cf.Future:
+        """Queue ``job``; its future resolves after the commit of its batch. ``durable=False``:
+        the job needs no fsync of its own (see the module docstring)."""
         fut: cf.Future = cf.Future()
         if self._closed:
             fut.set_exception(RuntimeError("the store is closed"))
             return fut
-        self._queue.put((job, fut))
+        self._queue.put((job, fut, durable))
         return fut
 
     def close(self, last: WriteJob | None = None) -> None:
@@ -81,7 +98,7 @@ class GroupWriter:
         stop = False
         while not stop:
             item = self._queue.get()
-            batch: list[tuple[WriteJob, cf.Future]] = []
+            batch: list[tuple[WriteJob, cf.Future, bool]] = []
             while item is not None:
                 batch.append(item)
                 if len(batch) >= BATCH_MAX:
@@ -103,12 +120,18 @@ class GroupWriter:
         finally:
             db.close()
 
-    def _commit(self, db: sqlite3.Connection, batch: list[tuple[WriteJob, cf.Future]]) -> None:
+    def _commit(self, db: sqlite3.Connection, batch: list[tuple[WriteJob, cf.Future, bool]]) -> None:
         results: list[tuple[bool, Any]] = []
+        durable = any(d for _, _, d in batch)
+        # From here on a caller can no longer cancel (a cancelled asyncio await cancels its
+        # future): the jobs run either way; a future cancelled before is just not resolved.
+        live = [fut.set_running_or_notify_cancel() for _, fut, _ in batch]
         with self._lock:
             try:
+                if not durable:   # between transactions: this commit only, restored below
+                    db.execute(f"PRAGMA synchronous={LAZY_SYNC}")
                 db.execute("BEGIN IMMEDIATE")
-                for job, _ in batch:
+                for job, _, _ in batch:
                     db.execute("SAVEPOINT job")
                     try:
                         results.append((True, job(db)))
@@ -121,12 +144,21 @@ class GroupWriter:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 log.exception("store: a batch of %d writes failed", len(batch))
-                for _, fut in batch:
-                    fut.set_exception(exc)
+                for (_, fut, _), alive in zip(batch, live):
+                    if alive:
+                        fut.set_exception(exc)
                 return
-        self.commits += 1
+            finally:
+                if not durable:
+                    db.execute(f"PRAGMA synchronous={DURABLE_SYNC}")
+        if durable:
+            self.commits += 1
+        else:
+            self.lazy_commits += 1
         self.jobs += len(batch)
-        for (_, fut), (ok, value) in zip(batch, results):
+        for (_, fut, _), alive, (ok, value) in zip(batch, live, results):
+            if not alive:
+                continue
             if ok:
                 fut.set_result(value)
             else:

@@ -1,6 +1,8 @@
 """Per-vehicle flight supervision: fly an order's missions one after the other, follow each
 flight through the controller's events, watch its energy and divert it to a station when the
-projected landing battery falls below the landing floor, then fly the order on from there.
+projected landing battery falls below the landing floor, then fly the order on from there. A
+vehicle whose link stays down is declared lost and followed again when it is back
+(:mod:`droneops.fleet.lost_contact`, ``self.contact``).
 
 Energies Wh, times epoch seconds unless a name says otherwise; ``ctx.time_scale`` divides
 planned (model) durations into wall seconds.
@@ -22,6 +24,7 @@ from droneops.core.mavlink import MAV_CMD_DO_GRIPPER
 from droneops.errors import UserError
 from droneops.fleet import store as S
 from droneops.fleet.agents import Agent, nearest_node
+from droneops.fleet.lost_contact import ContactWatch
 from droneops.vehicles.flight import battery_energy_wh
 
 if TYPE_CHECKING:
@@ -58,6 +61,7 @@ class Supervisor:
     def __init__(self, ctx: FleetContext, orders: OrderBook) -> None:
         self.ctx = ctx
         self.orders = orders
+        self.contact = ContactWatch(ctx, orders)
 
     # --- jobs -----------------------------------------------------------------------------------
 
@@ -106,9 +110,11 @@ class Supervisor:
         if kind == "link_lost":
             agent.link_up = False
             ctx.event("link_lost", vehicle_id=agent.id, order_id=agent.order_id, reason=data.get("reason"))
+            self.contact.on_link_lost(agent)
         elif kind == "link_regained":
             agent.link_up = True
             ctx.event("link_regained", vehicle_id=agent.id, order_id=agent.order_id)
+            self.contact.regained(agent)
         elif kind == "status" and data.get("phase") == "started" and agent.flight is not None:
             self._on_started(agent, agent.flight)
         elif kind == "progress" and agent.flight is not None:
@@ -129,8 +135,13 @@ class Supervisor:
             order = self.ctx.store.get_order(agent.order_id)
             if order is not None and order.state == S.UPLOADING:
                 self.orders.transition(order.id, S.IN_FLIGHT)
+        s = agent.state()
+        pct = None if s is None or math.isnan(s.battery_pct) else s.battery_pct
+        agent.takeoff_battery_pct = pct
+        # battery_pct is stored with the event: a flight re-attached after a restart counts its
+        # used energy from it (droneops.fleet.recovery)
         self.ctx.event("takeoff", vehicle_id=agent.id, order_id=agent.order_id, node=flight.origin,
-                       to=flight.destination, flight=flight.flight_index)
+                       to=flight.destination, flight=flight.flight_index, flight_id=flight.id, battery_pct=pct)
 
     # --- energy watch and diverts -------------------------------------------------------------
 
@@ -201,6 +212,7 @@ class Supervisor:
         agent.drop_seq = drop_item_seq(mission.items) if mission.delivery_node else None
         agent.route = RouteProgress(mission.items)
         agent.diverting = None
+        agent.start_meter()
         profile = self.ctx.profile
         agent.watch = EnergyWatch(planned_wh=mission.planned_energy_wh, floor_wh=profile.landing_floor_wh,
                                   step_wh=profile.battery_capacity_wh / 100.0,
@@ -250,6 +262,8 @@ class Supervisor:
                 store.update_flight(flight.id, state=S.F_CANCELLED)
                 agent.unfit_until = time.time() + UNFIT_BACKOFF_S
                 return FlightOutcome("requeued", mission.from_id, str(exc))
+            if agent.lost_contact_at is not None or (not agent.link_up and agent.flying()):
+                return await self.follow_after_loss(agent, flight.id, mission, k, str(exc))
             store.update_flight(flight.id, state=S.F_FAILED)
             return FlightOutcome("failed", None, str(exc))
         return self.flight_done(agent, flight.id, report.result, report.landed_node, report.used_energy_wh,
@@ -257,8 +271,12 @@ class Supervisor:
 
     def flight_done(self, agent: Agent, flight_id: int, result: str, landed_node: str | None,
                     used_wh: float | None, message: str) -> FlightOutcome:
-        """Close the flight row (landed), record the landing, publish."""
+        """Close the flight row (landed), record the landing, publish. Without the controller's
+        ``used_wh`` (a re-attached flight), the energy is the drop of the battery reading from
+        take-off (``agent.takeoff_battery_pct``) to the lowest reading while armed (the meter)."""
         store = self.ctx.store
+        if used_wh is None and agent.meter is not None:
+            used_wh = agent.meter.used_energy_wh(agent.takeoff_battery_pct, self.ctx.profile.battery_capacity_wh)
         flight = store.get_flight(flight_id)
         assert flight is not None, f"flight {flight_id} is not in the store"
         if flight.state == S.F_UPLOADING:
@@ -273,6 +291,25 @@ class Supervisor:
         if agent.order_id:
             self.orders.publish(agent.order_id)
         return FlightOutcome(result, agent.node, message)
+
+    async def follow_after_loss(self, agent: Agent, flight_id: int, mission: Any, k: int, why: str) -> FlightOutcome:
+        """The controller gave up on a flight while the vehicle's link was down: declare the
+        vehicle lost (if it is not yet), wait until its link is back (an operator ``clear``
+        cancels this job), then follow the flight again to its landing."""
+        from droneops.vehicles.flight import FlightError
+
+        self.contact.declare(agent, f"flight not followed any more ({why})")
+        while True:
+            await self.contact.wait_for_contact(agent)
+            try:
+                followed = await agent.controller.follow(mission, k)
+            except FlightError as exc:
+                if not agent.link_up:
+                    self.contact.declare(agent, f"flight not followed any more ({exc})")
+                    continue
+                self.ctx.store.update_flight(flight_id, state=S.F_FAILED)
+                return FlightOutcome("failed", None, str(exc))
+            return self.flight_done(agent, flight_id, followed.result, followed.landed_id, None, followed.message)
 
     # --- an order's flights -------------------------------------------------------------------
 

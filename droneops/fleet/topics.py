@@ -7,10 +7,16 @@ Topic tree (``prefix`` defaults to ``droneops/v1/<fleet>``)::
     <prefix>/vehicles/<vehicle_id>/telemetry       position/battery, at most telemetry_hz
     <prefix>/orders/<order_id>           retained  order state, plan summary, ETA, history
     <prefix>/events                                delivered, diverted, low_energy, link_lost, ...
-    <prefix>/cmd/order                   (in)      {"to": pad, "payload_kg": x, ...}
+    <prefix>/cmd/order/<username>        (in)      a station's order {"to": pad, "payload_kg": x, ...}
+    <prefix>/cmd/order                   (in)      an order from an operator account
     <prefix>/cmd/vehicle/<vehicle_id>    (in)      {"action": "abort"|"return"|"pause"|"resume"|"land"}
     <prefix>/reply/<username>/...        (out)     replies, when the client sets an MQTT v5
                                                    response topic under this subtree
+
+Identity is bound to topics the broker's ACL enforces: a station may publish only on
+``cmd/order/<its username>`` and read only ``reply/<its username>/...``, and the service answers
+an order from ``cmd/order/<username>`` only on a response topic under ``reply/<username>``
+(:meth:`Topics.response_topic_ok`).
 
 Pure (no I/O): :class:`Topics`, :func:`parse_order_command`, :func:`parse_vehicle_command`,
 :func:`decode_command` and the payload builders. Every malformed input raises
@@ -33,7 +39,7 @@ TOPIC_VERSION = "v1"
 MAX_COMMAND_BYTES = 4096
 #: Characters allowed in order, vehicle and node ids (safe as one MQTT topic level).
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-VEHICLE_ACTIONS: tuple[str, ...] = ("abort", "return", "pause", "resume", "land")
+VEHICLE_ACTIONS: tuple[str, ...] = ("abort", "return", "pause", "resume", "land", "clear")
 PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 0, 9, 5
 
 
@@ -73,6 +79,15 @@ class Topics:
     def cmd_order(self) -> str:
         return f"{self.prefix}/cmd/order"
 
+    @property
+    def cmd_order_filter(self) -> str:
+        """Every station's order topic, ``<prefix>/cmd/order/+``."""
+        return f"{self.prefix}/cmd/order/+"
+
+    def cmd_order_from(self, username: str) -> str:
+        """The order topic of station account ``username``."""
+        return f"{self.prefix}/cmd/order/{username}"
+
     def cmd_vehicle(self, vehicle_id: str) -> str:
         return f"{self.prefix}/cmd/vehicle/{vehicle_id}"
 
@@ -89,24 +104,34 @@ class Topics:
         return f"{self.prefix}/reply/{username}" + (f"/{suffix}" if suffix else "")
 
     def command_kind(self, topic: str) -> tuple[str, str | None] | None:
-        """``("order", None)``, ``("vehicle", vehicle_id)`` or None for a non-command topic."""
+        """``("order", None)`` (an operator's ``cmd/order``), ``("order", username)`` (a
+        station's ``cmd/order/<username>``), ``("vehicle", vehicle_id)``, or None for a
+        non-command topic (also a ``cmd/order/`` with an empty username)."""
         if topic == self.cmd_order:
             return ("order", None)
-        head = f"{self.prefix}/cmd/vehicle/"
-        if topic.startswith(head):
-            rest = topic[len(head):]
-            if "/" not in rest:  # an empty id is still a (bad) vehicle command
-                return ("vehicle", rest)
+        for kind, head in (("order", f"{self.cmd_order}/"), ("vehicle", f"{self.prefix}/cmd/vehicle/")):
+            if topic.startswith(head):
+                rest = topic[len(head):]
+                if "/" in rest or (kind == "order" and not rest):
+                    return None
+                return (kind, rest)   # an empty vehicle id is still a (bad) vehicle command
         return None
 
-    def response_topic_ok(self, topic: str | None) -> bool:
+    def response_topic_ok(self, topic: str | None, owner: str | None = None) -> bool:
         """True when the service may publish a reply to ``topic``: a concrete topic (no
-        wildcards) strictly under ``<prefix>/reply/``. Anything else is ignored so a client
-        cannot make the service overwrite state topics or publish outside the fleet."""
+        wildcards) strictly under ``<prefix>/reply/`` and, for a command from station account
+        ``owner``, under ``<prefix>/reply/<owner>`` (that topic or below it). Anything else is
+        refused so a client cannot make the service overwrite state topics, publish outside the
+        fleet, or send replies to another station."""
         if not topic or len(topic) > 256 or any(c in topic for c in "+#\0"):
             return False
         root = self.reply_root + "/"
-        return topic.startswith(root) and len(topic) > len(root) and "//" not in topic
+        if not (topic.startswith(root) and len(topic) > len(root) and "//" not in topic):
+            return False
+        if owner is None:
+            return True
+        own = self.reply(owner)
+        return topic == own or topic.startswith(own + "/")
 
 
 # --- command validation (pure) ------------------------------------------------------------

@@ -231,7 +231,7 @@
   }
 
   // ---------------------------------------------------------------- tables
-  const ORDER_RANK = { in_flight: 0, diverted: 0, uploading: 1, assigned: 1, delivered: 2, planned: 3, received: 3 };
+  const ORDER_RANK = { lost_contact: 0, in_flight: 0, diverted: 0, uploading: 1, assigned: 1, delivered: 2, planned: 3, received: 3 };
   function orderVehicleStale(o) {
     const v = o.vehicle_id && S.vehicles[o.vehicle_id];
     return v ? vehicleStale(v) : (S.connected ? null : "dashboard connection lost");
@@ -410,7 +410,9 @@
     else if (svc.state === "online") pill("service-pill", "ok", "service: online");
     else {
       pill("service-pill", "bad", "service: OFFLINE");
-      const when = svc.timestamp ? ` since ${fmtTime(svc.timestamp)}` : "";
+      // a clean shutdown stamps its time; the last will (a crash) has none: say when it was noticed
+      const when = svc.timestamp ? ` since ${fmtTime(svc.timestamp)}`
+        : svc.changed_at ? ` (noticed at ${fmtTime(svc.changed_at)})` : "";
       banners.push(["bad", `Fleet service OFFLINE${when}${svc.reason ? " (" + svc.reason + ")" : ""} — drone positions and orders are not being updated; bookings are not possible.`]);
     }
     const box = $("banners");
