@@ -37,7 +37,7 @@ BASE = dict(
     descent_speed_mps=2.0, cruise_agl_m=60.0, max_wind_mps=12.0, delivery_method="gripper",
     delivery_agl_m=5.0, delivery_hover_s=10.0, rotor_count=4, rotor_radius_m=0.2,
     induced_power_factor=1.2, profile_power_w=50.0, advance_ratio_coeff=4.65, drag_area_m2=0.05,
-    avionics_power_w=20.0, air_density_kgpm3=1.225, rotor_tip_speed_mps=0.0,
+    avionics_power_w=20.0, air_density_kgpm3=1.225,   # rotor_tip_speed_mps left out: no mu growth
     drivetrain_efficiency=0.8, forward_inflow_factor=1.0,
 )
 

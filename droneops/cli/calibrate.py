@@ -20,6 +20,7 @@ from typing import TextIO
 
 import numpy as np
 
+from droneops.cli.common import OneLineErrorParser
 from droneops.core.calibration import (
     CURVE_KEPT,
     CURVE_PARAMS,
@@ -87,8 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The standalone parser of ``python -m droneops.calibration``."""
-    parser = argparse.ArgumentParser(prog="python -m droneops.calibration", description=DESCRIPTION,
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(prog="python -m droneops.calibration", description=DESCRIPTION,
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     return parser
 

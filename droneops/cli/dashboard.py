@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from droneops.errors import UserError
 
@@ -91,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--password/--password-file need --username")
     for name in ("stale_after_s", "reply_timeout_s", "max_push_hz"):
         value = getattr(args, name)
-        if not value > 0:
-            raise UserError(f"--{name.replace('_', '-')} must be > 0, got {value:g}")
+        if not (math.isfinite(value) and value > 0):
+            raise UserError(f"--{name.replace('_', '-')} must be a number > 0, got {value:g}")
     for name in ("tls_ca", "tls_cert", "tls_key"):
         f = getattr(args, name)
         if f and not Path(f).is_file():

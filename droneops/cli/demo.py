@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
-from droneops.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, quiet_mavsdk_log
+from droneops.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, MAX_SPEED_FACTOR, quiet_mavsdk_log
 from droneops.cli.demo_view import TERMINAL_STATES, FleetView, LiveDisplay, summary_table
 from droneops.errors import UserError
 
@@ -266,8 +266,10 @@ def prepare_demo(opts: DemoOptions) -> DemoSetup:
         raise UserError(f"--vehicles must be 1..{MAX_SYSTEMS_PER_LINK}, got {opts.vehicles}")
     if not 1 <= opts.orders <= 100:
         raise UserError(f"--orders must be 1..100, got {opts.orders}")
-    if not (math.isfinite(opts.speed_factor) and 1 <= opts.speed_factor <= 200):
-        raise UserError(f"--speed-factor must be 1..200, got {opts.speed_factor}")
+    if not (math.isfinite(opts.speed_factor) and 1 <= opts.speed_factor <= MAX_SPEED_FACTOR):
+        raise UserError(f"--speed-factor must be 1..{MAX_SPEED_FACTOR:g}, got {opts.speed_factor}")
+    if not (math.isfinite(opts.timeout_s) and opts.timeout_s > 0):
+        raise UserError(f"--timeout-s must be a number > 0 s, got {opts.timeout_s:g}")
     network = load_network(opts.network)
     profile = load_vehicle(opts.vehicle)
     spec = FleetSpec(vehicle=opts.vehicle, network=opts.network, count=opts.vehicles,

@@ -7,6 +7,15 @@ import argparse
 from droneops.cli.common import EXIT_OK
 from droneops.errors import UserError
 
+MAX_DISTANCE_M = 1_000_000.0
+"""Longest hop ``--distance-m`` accepted, m (1000 km: far beyond any multirotor's range)."""
+MAX_ALTITUDE_M = 10_000.0
+"""Highest ``--altitude-m`` accepted, m above take-off."""
+MAX_LEGS = 10_000
+"""Most ``--legs`` accepted."""
+MIN_SPEED_MPS = 0.1
+"""Slowest ``--speed-mps`` accepted, m/s (slower is hovering)."""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -71,8 +80,12 @@ def run(args: argparse.Namespace) -> int:
     for option, value, low, unit in checks:
         if not math.isfinite(value) or value < low:
             raise UserError(f"{option} must be a number >= {low:g} {unit}, got {value}")
-    if not math.isfinite(speed) or speed <= 0:
-        raise UserError(f"--speed-mps must be a number > 0 m/s, got {speed}")
+    for option, value, high in (("--distance-m", args.distance_m, MAX_DISTANCE_M),
+                                ("--altitude-m", altitude, MAX_ALTITUDE_M)):
+        if value > high:
+            raise UserError(f"{option} must be at most {high:g} m, got {value:g}")
+    if not math.isfinite(speed) or speed < MIN_SPEED_MPS:
+        raise UserError(f"--speed-mps must be a number >= {MIN_SPEED_MPS:g} m/s, got {speed:g}")
     if args.payload_kg > profile.max_payload_kg:
         raise UserError(f"payload {args.payload_kg:g} kg is over {profile.name}'s max_payload_kg "
                         f"{profile.max_payload_kg:g} kg")
@@ -80,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"speed {speed:g} m/s is over {profile.name}'s max_speed_mps {profile.max_speed_mps:g} m/s")
     if args.track_deg is not None and not math.isfinite(args.track_deg):
         raise UserError(f"--track-deg must be a number of degrees, got {args.track_deg}")
-    if args.legs < 1:
-        raise UserError(f"--legs must be >= 1, got {args.legs}")
+    if not 1 <= args.legs <= MAX_LEGS:
+        raise UserError(f"--legs must be from 1 to {MAX_LEGS}, got {args.legs}")
     hop = hop_energy(profile, args.distance_m, altitude, speed, args.payload_kg, wind, args.track_deg, args.legs)
     if args.json:
         print(json.dumps(hop.to_json(), indent=2))

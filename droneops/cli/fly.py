@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
@@ -86,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
     network = load_network(args.network)
     profile = load_vehicle(args.vehicle)
     wind = Wind.parse(args.wind)
-    if args.timeout_s is not None and args.timeout_s <= 0:
-        raise UserError("--timeout-s must be > 0")
+    if args.timeout_s is not None and not (math.isfinite(args.timeout_s) and args.timeout_s > 0):
+        raise UserError(f"--timeout-s must be a number > 0 s, got {args.timeout_s:g}")
+    if not (math.isfinite(args.home_tolerance_m) and args.home_tolerance_m > 0):
+        raise UserError(f"--home-tolerance-m must be a number > 0 m, got {args.home_tolerance_m:g}")
     plan = plan_delivery(network, profile, args.origin, args.destination, payload_kg=args.payload_kg,
                          wind=wind, return_to=args.return_to, objective=args.objective)
     if not plan.feasible:

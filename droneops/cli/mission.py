@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from droneops.cli.common import EXIT_BAD_INPUT, EXIT_OK
+from droneops.cli.common import EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ms = p.add_subparsers(dest="mission_command", metavar="ACTION")
+    ms = p.add_subparsers(dest="mission_command", metavar="ACTION", required=True)
     imp = ms.add_parser(
         "import", help="print the items of a QGroundControl .plan file",
         description=textwrap.fill("Read a QGroundControl .plan file and print its mission items, geofence and "
@@ -40,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--json", action="store_true",
                      help="print {home, summary, items, geofence_items, rally_items} as JSON")
     p.set_defaults(handler=run, mission_parser=p)
+    for action_parser in ms.choices.values():   # whose --help an unknown option points to
+        action_parser.set_defaults(command_parser=action_parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,9 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     from droneops.formats import qgc
 
-    if args.mission_command != "import":
-        args.mission_parser.print_help(sys.stderr)
-        return EXIT_BAD_INPUT
+    if args.mission_command != "import":   # argparse requires it; kept for callers building args by hand
+        args.mission_parser.error("choose an ACTION: import")
     plan = qgc.load_plan(args.file)
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))

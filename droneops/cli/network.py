@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ns = p.add_subparsers(dest="network_command", metavar="ACTION")
+    ns = p.add_subparsers(dest="network_command", metavar="ACTION", required=True)
 
     chk = ns.add_parser(
         "check", help="validate a network file and print a summary",
@@ -80,6 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     con.add_argument("-o", "--output", metavar="OUT.geojson",
                      help="file to write (default: update FILE in place)")
     p.set_defaults(handler=run, network_parser=p)
+    for action_parser in ns.choices.values():   # whose --help an unknown option points to
+        action_parser.set_defaults(command_parser=action_parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,9 +91,8 @@ def run(args: argparse.Namespace) -> int:
     from droneops.formats import generate, geojson
 
     action = args.network_command
-    if action is None:
-        args.network_parser.print_help(sys.stderr)
-        return EXIT_BAD_INPUT
+    if action is None:   # argparse requires one; kept for callers building args by hand
+        args.network_parser.error("choose an ACTION: check, generate or connect")
     if action == "check":
         try:
             net = geojson.load_network(args.file)

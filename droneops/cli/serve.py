@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from droneops.cli.common import EXIT_OK, quiet_mavsdk_log
+from droneops.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run the fleet service: orders in over MQTT, vehicles flown through MAVSDK",
         description=(
             "Run the fleet service until Ctrl-C / SIGTERM. It subscribes to\n"
-            "<prefix>/cmd/order and <prefix>/cmd/vehicle/<id> on the MQTT broker, stores every\n"
+            "<prefix>/cmd/order/<station> (a station's orders), <prefix>/cmd/order (operators)\n"
+            "and <prefix>/cmd/vehicle/<id> on the MQTT broker, stores every\n"
             "accepted order in SQLite before it replies, plans each order from the vehicles'\n"
             "positions, flies the vehicles concurrently (MAVSDK), diverts a vehicle whose battery\n"
             "runs below plan, and publishes retained state (service/status, vehicles/<id>/state,\n"
@@ -27,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "examples:\n"
             "  droneops sim --network huadu --vehicles 3 --speed-factor 20 &\n"
             "  DRONEOPS_MQTT_PASSWORD=secret droneops serve --config missions/fleet.toml\n"
-            "  mosquitto_pub -u station-S01 -P pw -t droneops/v1/huadu/cmd/order \\\n"
+            "  mosquitto_pub -u station-S01 -P pw -t droneops/v1/huadu/cmd/order/station-S01 \\\n"
             "      -m '{\"to\": \"P01\", \"payload_kg\": 1.5, \"order_id\": \"S01-0001\"}'\n"
             "  mosquitto_sub -u station-S01 -P pw -t 'droneops/v1/huadu/#' -v"
         ),
@@ -49,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from droneops.fleet.config import load_config
     from droneops.fleet.service import FleetService
 
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except RecursionError:      # tomllib recurses on nested arrays/tables
+        raise UserError(f"{args.config}: not valid TOML: nested too deeply") from None
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_mavsdk_log(args.verbose)

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from droneops.cli.common import EXIT_OK, quiet_mavsdk_log
+from droneops.cli.common import EXIT_OK, MAX_SPEED_FACTOR, quiet_mavsdk_log
 from droneops.errors import UserError
 
 
@@ -116,15 +116,17 @@ def _check_options(args: argparse.Namespace) -> tuple[float, float] | None:
                              ("--battery-drain-factor", args.battery_drain_factor, None)):
         if not math.isfinite(value) or value < 0 or (low is not None and value <= low):
             raise UserError(f"{name} must be {'> 0' if low is not None else '>= 0'}, got {value:g}")
-    if args.duration_s is not None and not args.duration_s > 0:
-        raise UserError("--duration-s must be > 0")
+    if args.speed_factor > MAX_SPEED_FACTOR:
+        raise UserError(f"--speed-factor must be at most {MAX_SPEED_FACTOR:g}, got {args.speed_factor:g}")
+    if args.duration_s is not None and not (math.isfinite(args.duration_s) and args.duration_s > 0):
+        raise UserError("--duration-s must be a number > 0")
     link_loss = None
     if args.link_loss:
         try:
             start_s, length_s = (float(v) for v in args.link_loss.split("+"))
         except ValueError:
             raise UserError(f"--link-loss wants START+DURATION in seconds, e.g. 30+10; got {args.link_loss!r}") from None
-        if start_s < 0 or length_s <= 0:
+        if not (math.isfinite(start_s) and math.isfinite(length_s)) or start_s < 0 or length_s <= 0:
             raise UserError("--link-loss: START must be >= 0 and DURATION > 0 s")
         link_loss = (start_s, length_s)
     Wind.parse(args.wind)

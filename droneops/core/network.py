@@ -17,6 +17,7 @@ problem; ``load_network`` / ``save_network`` read and write files) and synthetic
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -43,6 +44,20 @@ MIN_NO_FLY_WIDTH_M = 1.0
 """A no-fly polygon whose mean width (2 * area / perimeter, m) is below this is degenerate."""
 MAX_LISTED_PROBLEMS = 1
 """How many problems ``str(NetworkError)`` spells out before "and N more"."""
+NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+"""Every feature id (node, corridor, no-fly zone) must match this whole: 1 to 64 ASCII letters,
+digits, ``_ . : -``, starting with a letter or digit. No spaces, control characters (NUL), bidi
+overrides or other Unicode: such ids print misleadingly and cannot be ordered. It is the fleet
+service's id rule (``droneops.fleet.topics.ID_PATTERN``, one MQTT topic level), so every node of a
+valid network can be named in an order."""
+MAX_SWAP_S = 86_400.0
+"""Longest battery swap a node may declare (``swap_s``), s: one day."""
+MAX_CHARGE_POWER_W = 1_000_000.0
+"""Most powerful charger a node may declare (``charge_power_w``), W: 1 MW."""
+MAX_CORRIDOR_AGL_M = 10_000.0
+"""Highest height cap a corridor may declare (``max_alt_agl_m``), m above ground."""
+MAX_CONNECT_PAIRS = 1_000_000
+""":func:`connect_network` refuses to add more corridors than this in one go."""
 
 
 class NetworkError(UserError):
@@ -412,7 +427,12 @@ def connect_network(network: Network, max_distance_m: float,
     if len(ids) < 2:
         return network
     pts = np.array([network.node_plane_m[i] for i in ids])
-    pairs = cKDTree(pts).query_pairs(float(max_distance_m), output_type="ndarray")
+    tree = cKDTree(pts)
+    n_pairs = (int(tree.count_neighbors(tree, float(max_distance_m))) - len(ids)) // 2
+    if n_pairs > MAX_CONNECT_PAIRS:
+        raise UserError(f"{n_pairs} pairs of nodes are within {max_distance_m:g} m of each other (at most "
+                        f"{MAX_CONNECT_PAIRS} new corridors at once): give a shorter max distance")
+    pairs = tree.query_pairs(float(max_distance_m), output_type="ndarray")
     if len(pairs) == 0:
         return network
     existing = {frozenset((c.from_id, c.to_id)) for c in network.corridors}

@@ -34,11 +34,14 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from droneops.core.network import NODE_ID_PATTERN
+
 TOPIC_VERSION = "v1"
 #: Largest command payload accepted, bytes. Real commands are < 200 bytes.
 MAX_COMMAND_BYTES = 4096
-#: Characters allowed in order, vehicle and node ids (safe as one MQTT topic level).
-ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+#: Characters allowed in order, vehicle and node ids (safe as one MQTT topic level): the
+#: network's own id rule, so every node of a valid network can be ordered to.
+ID_PATTERN = NODE_ID_PATTERN
 VEHICLE_ACTIONS: tuple[str, ...] = ("abort", "return", "pause", "resume", "land", "clear")
 PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 0, 9, 5
 

@@ -50,6 +50,23 @@ GEN_STATION_CHARGE_EVERY = 3
 """Every third generated station is a charger (``charge``), the others swap stations."""
 GEN_CHARGE_POWER_W = 400.0
 """Charger power (W) of generated ``charge`` stations."""
+GEN_TERRAIN_CHUNK = 1 << 21
+"""Terrain is evaluated on at most this many (point, hill) pairs at a time (bounds memory)."""
+
+# Bounds on the arguments of :func:`generate_network`: beyond them a network is no village
+# network any more and generating it would take minutes and gigabytes (one hill per 100 km2:
+# 1e12 km2 asked for 1e10 hills, 149 GiB).
+MAX_AREA_KM2 = 10_000.0
+"""Largest generated area, km2 (a 100 km x 100 km square: well beyond a multirotor's range,
+and small enough for the local plane of :class:`droneops.core.geo.LocalFrame`)."""
+MAX_NODES = 20_000
+"""Most nodes (pads + stations + the depot) of a generated network (about 15 s to generate)."""
+MAX_NO_FLY_ZONES = 100
+"""Most no-fly zones of a generated network."""
+MAX_NEIGHBOURS = 32
+"""Most corridors per node to its nearest neighbours."""
+MAX_CONNECT_RADIUS_M = 100_000.0
+"""Longest corridor joined directly, m (the side of the largest area)."""
 
 
 class _Terrain:
@@ -65,8 +82,12 @@ class _Terrain:
 
     def __call__(self, pts: np.ndarray) -> np.ndarray:
         pts = np.atleast_2d(pts)
-        d2 = ((pts[:, None, :] - self.centres[None, :, :]) ** 2).sum(axis=2)
-        hills = (self.heights * np.exp(-d2 / (2 * self.sigmas**2))).sum(axis=1)
+        hills = np.empty(len(pts))
+        step = max(1, GEN_TERRAIN_CHUNK // len(self.centres))
+        for lo in range(0, len(pts), step):
+            chunk = pts[lo:lo + step]
+            d2 = ((chunk[:, None, :] - self.centres[None, :, :]) ** 2).sum(axis=2)
+            hills[lo:lo + step] = (self.heights * np.exp(-d2 / (2 * self.sigmas**2))).sum(axis=1)
         return np.maximum(0.0, self.base + pts @ self.tilt + hills)
 
 
@@ -92,19 +113,28 @@ def _inside_any(pts: np.ndarray, zones: list[np.ndarray], margin_m: float = 0.0)
 
 
 
-def _check_arguments(n_pads: int, n_stations: int, area_km2: float, center_lat: float, center_lon: float,
-                     connect_radius_m: float, n_no_fly: int, max_neighbours: int) -> None:
-    for label, value in (("pads", n_pads), ("stations", n_stations), ("no-fly zones", n_no_fly)):
-        if not isinstance(value, int) or value < 0:
-            raise UserError(f"number of {label} must be a whole number >= 0, got {value}")
-    if not (math.isfinite(area_km2) and area_km2 > 0):
-        raise UserError(f"area must be a positive number of km2, got {area_km2}")
+def _check_arguments(seed: int, n_pads: int, n_stations: int, area_km2: float, center_lat: float,
+                     center_lon: float, connect_radius_m: float, n_no_fly: int, max_neighbours: int) -> None:
+    """:class:`UserError` naming the first argument out of its bounds (the ``MAX_*`` constants)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"seed must be a whole number >= 0, got {seed}")
+    for label, value, most in (("pads", n_pads, MAX_NODES - 1), ("stations", n_stations, MAX_NODES - 1),
+                               ("no-fly zones", n_no_fly, MAX_NO_FLY_ZONES)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+            raise UserError(f"number of {label} must be a whole number from 0 to {most}, got {value}")
+    if n_pads + n_stations + 1 > MAX_NODES:
+        raise UserError(f"at most {MAX_NODES} nodes (pads + stations + the depot), got {n_pads + n_stations + 1}")
+    if not (math.isfinite(area_km2) and 0 < area_km2 <= MAX_AREA_KM2):
+        raise UserError(f"area must be a positive number of km2 up to {MAX_AREA_KM2:g} "
+                        f"(a 100 km square), got {area_km2:g}")
     if not (-85 <= center_lat <= 85 and -180 <= center_lon <= 180):
         raise UserError(f"centre {center_lat},{center_lon} is not a valid latitude,longitude")
-    if not (math.isfinite(connect_radius_m) and connect_radius_m > 0):
-        raise UserError(f"connect radius must be a positive number of metres, got {connect_radius_m}")
-    if max_neighbours < 1:
-        raise UserError("max neighbours must be at least 1")
+    if not (math.isfinite(connect_radius_m) and 0 < connect_radius_m <= MAX_CONNECT_RADIUS_M):
+        raise UserError(f"connect radius must be a positive number of metres up to {MAX_CONNECT_RADIUS_M:g}, "
+                        f"got {connect_radius_m:g}")
+    if isinstance(max_neighbours, bool) or not isinstance(max_neighbours, int) \
+            or not 1 <= max_neighbours <= MAX_NEIGHBOURS:
+        raise UserError(f"max neighbours must be a whole number from 1 to {MAX_NEIGHBOURS}, got {max_neighbours}")
 
 
 class _Layout:
@@ -365,8 +395,11 @@ def generate_network(seed: int, n_pads: int, n_stations: int, area_km2: float,
     corridors crossing a ridge get a waypoint carrying its elevation. Components left apart are
     then joined by their shortest clear link (which may exceed the radius), so every node is
     reachable from the depot. ``progress`` (if given) receives one-line status messages.
+    Arguments beyond :data:`MAX_AREA_KM2`, :data:`MAX_NODES`, :data:`MAX_NO_FLY_ZONES`,
+    :data:`MAX_NEIGHBOURS` or :data:`MAX_CONNECT_RADIUS_M` (or a negative seed) raise
+    :class:`UserError`.
     """
-    _check_arguments(n_pads, n_stations, area_km2, center_lat, center_lon, connect_radius_m, n_no_fly,
+    _check_arguments(seed, n_pads, n_stations, area_km2, center_lat, center_lon, connect_radius_m, n_no_fly,
                      max_neighbours)
     say = progress or (lambda _msg: None)
     layout = _Layout(np.random.default_rng(seed), area_km2)

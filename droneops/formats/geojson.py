@@ -4,7 +4,8 @@ A network is a GeoJSON FeatureCollection (RFC 7946, ``[lon, lat]`` order; it ope
 or geojson.io):
 
 * **Nodes** are ``Point`` features at ``[lon_deg, lat_deg, ground_alt_m]`` (ground elevation
-  above mean sea level, metres) with properties ``id`` (unique string), ``kind``
+  above mean sea level, metres) with properties ``id`` (unique; every feature id matches
+  :data:`droneops.core.network.NODE_ID_PATTERN`), ``kind``
   (``depot`` | ``station`` | ``pad``), ``name`` and ``charging`` (``swap`` | ``charge`` |
   ``none``; depots default to ``swap``, pads to ``none``, stations must say). A ``swap`` node
   may give ``swap_s`` (seconds to swap a pack, default
@@ -41,6 +42,7 @@ from droneops.formats.geojson_features import (
     RawFeature,
     check_connectivity,
     check_zones,
+    declared_point_id,
     parse_corridors,
     parse_node,
     parse_zone,
@@ -68,14 +70,17 @@ def parse_network(data: Any, source: str = "") -> Network:
     seen_ids: dict[str, int] = {}
     declared_nodes: set[str] = set()   # ids of Point features, valid or not
     n_points = 0
+    depot_declared = False             # a Point of kind depot, valid or not
     for i, feat in enumerate(features):
+        point_id = declared_point_id(feat)
+        if point_id is not None:
+            declared_nodes.add(point_id)
         f = read_feature(i, feat, seen_ids, errs)
         if f is None:
             continue
         if f.gtype == "Point":
             n_points += 1
-            if f.fid is not None:
-                declared_nodes.add(f.fid)
+            depot_declared = depot_declared or f.kind == "depot"
             node = parse_node(i, f.fid, f.kind, f.props, f.coords, errs)
             if node is not None and node.id not in nodes:
                 nodes[node.id] = node
@@ -95,7 +100,7 @@ def parse_network(data: Any, source: str = "") -> Network:
     check_zones(nodes, corridors, corridor_where, zone_rings, zone_where, frame, errs)
     # Reachability is only meaningful when every node and corridor made it through.
     complete = len(nodes) == n_points and len(corridors) == len(corridor_raw)
-    check_connectivity(nodes, corridors, errs, check_paths=complete)
+    check_connectivity(nodes, corridors, errs, check_paths=complete, depot_declared=depot_declared)
     if errs.problems:
         raise NetworkError(errs.problems, source)
     extra_props = {k: v for k, v in top_props.items() if k != "name"}
@@ -196,10 +201,18 @@ def resolve_network_path(name_or_path: str | Path) -> Path:
     """A path as given, or a shipped network by name (``huadu`` -> ``missions/huadu.geojson``)."""
     text = str(name_or_path)
     path = Path(text)
-    if path.exists() or path.suffix in (".geojson", ".json") or os.sep in text:
+    if path.suffix in (".geojson", ".json") or os.sep in text or _exists(path):
         return path
     shipped = missions_dir() / f"{text}.geojson"
-    return shipped if shipped.exists() else path
+    return shipped if _exists(shipped) else path
+
+
+def _exists(path: Path) -> bool:
+    """``path.exists()``, False for names the OS refuses (too long, a NUL byte)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def load_network(path: str | Path) -> Network:
@@ -209,8 +222,10 @@ def load_network(path: str | Path) -> Network:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise NetworkError("file not found", str(p)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NetworkError(f"cannot read: {exc}", str(p)) from None
+    except UnicodeDecodeError as exc:
+        raise NetworkError(f"cannot read: not UTF-8 text ({exc.reason} at byte {exc.start})", str(p)) from None
+    except (OSError, ValueError) as exc:   # ValueError: a NUL byte in the name
+        raise NetworkError(f"cannot read: {getattr(exc, 'strerror', None) or exc}", str(p)) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -24,9 +24,13 @@ from droneops.core.network import (
     DEFAULT_CHARGING,
     DEFAULT_SWAP_S,
     ENDPOINT_TOLERANCE_M,
+    MAX_CHARGE_POWER_W,
+    MAX_CORRIDOR_AGL_M,
     MAX_GROUND_ALT_M,
+    MAX_SWAP_S,
     MIN_GROUND_ALT_M,
     MIN_NO_FLY_WIDTH_M,
+    NODE_ID_PATTERN,
     Corridor,
     Node,
     NoFlyZone,
@@ -36,6 +40,28 @@ from droneops.core.network import (
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _shown(v: Any, limit: int = 60) -> str:
+    """A JSON value for a one-line message: JSON text (control and non-ASCII characters escaped),
+    cut to ``limit`` characters."""
+    text = json.dumps(v)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _id_text(v: str) -> str:
+    """An id for a message: ``'P01'`` when it is a valid id, else escaped JSON text."""
+    return repr(v) if NODE_ID_PATTERN.fullmatch(v) else _shown(v)
+
+
+def _finite(v: Any) -> float | None:
+    """A JSON number as a finite float, or None (NaN, infinite, or an integer too large for a
+    float: a 400-digit integer is valid JSON)."""
+    try:
+        number = float(v)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 class Problems:
@@ -55,17 +81,18 @@ def position(value: Any, where: str, errs: Problems, *, what: str, alt: str) -> 
     """
     shape = "[lon, lat, ground_alt_m]" if alt == "required" else "[lon, lat] or [lon, lat, ground_alt_m]"
     if not isinstance(value, (list, tuple)):
-        errs.add(where, f"{what} must be a position {shape}, got {json.dumps(value)[:60]}")
+        errs.add(where, f"{what} must be a position {shape}, got {_shown(value)}")
         return None
     sizes = (3,) if alt == "required" else (2, 3)
     if len(value) not in sizes:
         errs.add(where, f"{what} has {len(value)} value(s); expected {shape}")
         return None
     if not all(_is_number(v) for v in value):
-        errs.add(where, f"{what} must contain numbers only, got {json.dumps(value)[:60]}")
+        errs.add(where, f"{what} must contain numbers only, got {_shown(value)}")
         return None
-    if not all(math.isfinite(v) for v in value):
-        errs.add(where, f"{what} has a non-finite value (NaN or infinity): {value}")
+    numbers = [_finite(v) for v in value]
+    if any(v is None for v in numbers):
+        errs.add(where, f"{what} has a non-finite value (NaN, infinity or too large): {_shown(value)}")
         return None
     lon, lat = float(value[0]), float(value[1])
     ok = True
@@ -87,12 +114,18 @@ def position(value: Any, where: str, errs: Problems, *, what: str, alt: str) -> 
     return (lon, lat, h) if ok else None
 
 
-def positive_number(props: dict, key: str, where: str, errs: Problems, unit: str) -> float | None:
+def positive_number(props: dict, key: str, where: str, errs: Problems, unit: str,
+                    high: float) -> float | None:
+    """``props[key]`` as a float in ``(0, high]``, or None after recording the problem."""
     v = props.get(key)
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
-        errs.add(where, f"{key} must be a positive number ({unit}), got {json.dumps(v)}")
+    number = _finite(v) if _is_number(v) else None
+    if number is not None and number > high:
+        errs.add(where, f"{key} must be at most {high:g} ({unit}), got {_shown(v)}")
         return None
-    return float(v)
+    if number is None or number <= 0:
+        errs.add(where, f"{key} must be a positive number ({unit}), got {_shown(v)}")
+        return None
+    return number
 
 
 _NODE_KEYS = {"id", "kind", "name", "charging", "swap_s", "charge_power_w"}
@@ -114,23 +147,24 @@ def parse_node(i: int, fid: str | None, kind: str, props: dict, coords: Any,
     pos = position(coords, where, errs, what="coordinates", alt="required")
     name = props.get("name", fid)
     if not isinstance(name, str):
-        errs.add(where, f"name must be a string, got {json.dumps(name)}")
+        errs.add(where, f"name must be a string, got {_shown(name)}")
     charging = props.get("charging", DEFAULT_CHARGING.get(kind))
     swap_s = charge_power_w = None
     if charging is None:
         errs.add(where, "a station must say 'charging': 'swap', 'charge' or 'none'")
     elif charging not in CHARGING_MODES:
-        errs.add(where, f"invalid charging {json.dumps(charging)}; expected swap, charge or none")
+        errs.add(where, f"invalid charging {_shown(charging)}; expected swap, charge or none")
     else:
         if charging == "swap":
-            swap_s = positive_number(props, "swap_s", where, errs, "seconds") if "swap_s" in props else DEFAULT_SWAP_S
+            swap_s = (positive_number(props, "swap_s", where, errs, "seconds", MAX_SWAP_S)
+                      if "swap_s" in props else DEFAULT_SWAP_S)
         elif "swap_s" in props:
             errs.add(where, f"swap_s is only for charging 'swap' (charging is {charging!r})")
         if charging == "charge":
             if "charge_power_w" not in props:
                 errs.add(where, "charging 'charge' needs charge_power_w (charger power into the pack, W)")
             else:
-                charge_power_w = positive_number(props, "charge_power_w", where, errs, "W")
+                charge_power_w = positive_number(props, "charge_power_w", where, errs, "W", MAX_CHARGE_POWER_W)
         elif "charge_power_w" in props:
             errs.add(where, f"charge_power_w is only for charging 'charge' (charging is {charging!r})")
     if len(errs.problems) > n_before or pos is None or charging is None:
@@ -144,7 +178,7 @@ def parse_zone(where: str, fid: str | None, props: dict, coords: Any,
                 errs: Problems) -> NoFlyZone | None:
     name = props.get("name", "")
     if not isinstance(name, str):
-        errs.add(where, f"name must be a string, got {json.dumps(name)}")
+        errs.add(where, f"name must be a string, got {_shown(name)}")
         return None
     if not isinstance(coords, list) or not coords:
         errs.add(where, "Polygon coordinates must be a list of rings [[[lon, lat], ...]]")
@@ -220,21 +254,36 @@ def read_feature(i: int, feat: Any, seen_ids: dict[str, int], errs: Problems) ->
     kind = props.get("kind")
     label = f"{where} ({fid!r})" if fid else where
     if gtype not in ("Point", "LineString", "Polygon"):
-        errs.add(label, f"unsupported geometry {json.dumps(gtype)}: use Point for depots/stations/"
+        errs.add(label, f"unsupported geometry {_shown(gtype)}: use Point for depots/stations/"
                         "pads, LineString for corridors, Polygon for no-fly zones")
         return None
     if kind is None:
         expected = {"Point": "depot, station or pad", "LineString": "corridor", "Polygon": "no_fly"}[gtype]
         errs.add(label, f"missing property 'kind' (a {gtype} must have kind {expected})")
         return None
-    if kind not in GEOMETRY_FOR_KIND:
-        errs.add(label, f"invalid kind {json.dumps(kind)}; expected one of {', '.join(GEOMETRY_FOR_KIND)}")
+    if not isinstance(kind, str) or kind not in GEOMETRY_FOR_KIND:
+        errs.add(label, f"invalid kind {_shown(kind)}; expected one of {', '.join(GEOMETRY_FOR_KIND)}")
         return None
     if GEOMETRY_FOR_KIND[kind] != gtype:
         errs.add(label, f"kind {kind!r} needs a {GEOMETRY_FOR_KIND[kind]} geometry, got {gtype}")
         return None
     assert isinstance(geom, dict)
     return RawFeature(i, where, fid, kind, gtype, props, geom.get("coordinates"))
+
+
+def declared_point_id(feat: Any) -> str | None:
+    """The id string a Point feature gives (``properties.id`` or the feature's ``id``), valid or
+    not, or None. Corridors naming a Point that was refused (bad id, kind or position) report
+    nothing more than that Point's own problem."""
+    if not isinstance(feat, dict):
+        return None
+    geom, props = feat.get("geometry"), feat.get("properties")
+    if not (isinstance(geom, dict) and geom.get("type") == "Point"):
+        return None
+    fid = props.get("id") if isinstance(props, dict) else None
+    if fid is None:
+        fid = feat.get("id")
+    return fid if isinstance(fid, str) else None
 
 
 def _feature_id(i: int, feat: dict, props: dict, seen_ids: dict[str, int], errs: Problems) -> str | None:
@@ -246,7 +295,11 @@ def _feature_id(i: int, feat: dict, props: dict, seen_ids: dict[str, int], errs:
     if fid is None:
         return None
     if not isinstance(fid, str) or not fid.strip():
-        errs.add(where, f"id must be a non-empty string, got {json.dumps(fid)}")
+        errs.add(where, f"id must be a non-empty string, got {_shown(fid)}")
+        return None
+    if not NODE_ID_PATTERN.fullmatch(fid):
+        errs.add(where, f"invalid id {_shown(fid)}: an id is 1 to 64 characters A-Z a-z 0-9 _ . : - "
+                        "starting with a letter or digit")
         return None
     if fid in seen_ids:
         errs.add(where, f"duplicate id {fid!r} (also used by feature #{seen_ids[fid]})")
@@ -259,9 +312,9 @@ def _corridor_label(i: int, props: dict) -> tuple[str | None, str]:
     """(id or None, how messages name the corridor)."""
     src, dst = props.get("from"), props.get("to")
     fid = props.get("id")
-    if isinstance(fid, str) and fid.strip():
+    if isinstance(fid, str) and NODE_ID_PATTERN.fullmatch(fid):
         return fid, f"corridor {fid!r}"
-    if isinstance(src, str) and isinstance(dst, str):
+    if all(isinstance(v, str) and NODE_ID_PATTERN.fullmatch(v) for v in (src, dst)):
         return None, f"corridor {src}->{dst} (feature #{i})"
     return None, f"corridor (feature #{i})"
 
@@ -272,14 +325,16 @@ def _corridor_refs_ok(where: str, props: dict, nodes: Mapping[str, Node], declar
     src, dst = props.get("from"), props.get("to")
     ok = True
     for key, val in (("from", src), ("to", dst)):
-        if not isinstance(val, str) or not val:
-            errs.add(where, f"missing or invalid '{key}' (a node id string), got {json.dumps(val)}")
+        if isinstance(val, str) and val in declared_nodes and val not in nodes:
+            ok = False          # a Point with this id was refused: its own problem is reported
+        elif not isinstance(val, str) or not val:
+            errs.add(where, f"missing or invalid '{key}' (a node id string), got {_shown(val)}")
         elif val not in nodes:
             if val not in declared_nodes:   # else the node's own problem is reported
-                errs.add(where, f"'{key}' names unknown node {val!r}")
+                errs.add(where, f"'{key}' names unknown node {_id_text(val)}")
             ok = False
     if isinstance(src, str) and src == dst:
-        errs.add(where, f"self-loop: from and to are both {src!r}")
+        errs.add(where, f"self-loop: from and to are both {_id_text(src)}")
     return ok
 
 
@@ -301,11 +356,12 @@ def parse_corridors(raw: list[tuple[int, dict, list]], nodes: Mapping[str, Node]
         refs_ok = _corridor_refs_ok(where, props, nodes, declared_nodes, errs)
         oneway = props.get("oneway", False)
         if not isinstance(oneway, bool):
-            errs.add(where, f"oneway must be true or false, got {json.dumps(oneway)}")
-        cap = positive_number(props, "max_alt_agl_m", where, errs, "m") if "max_alt_agl_m" in props else None
+            errs.add(where, f"oneway must be true or false, got {_shown(oneway)}")
+        cap = (positive_number(props, "max_alt_agl_m", where, errs, "m", MAX_CORRIDOR_AGL_M)
+               if "max_alt_agl_m" in props else None)
         name = props.get("name", "")
         if not isinstance(name, str):
-            errs.add(where, f"name must be a string, got {json.dumps(name)}")
+            errs.add(where, f"name must be a string, got {_shown(name)}")
         if not isinstance(coords, list) or len(coords) < 2:
             errs.add(where, "LineString needs at least 2 positions (from-node ... to-node)")
             continue
@@ -403,10 +459,14 @@ def check_zones(nodes: Mapping[str, Node], corridors: list[Corridor], corridor_w
 
 
 def check_connectivity(nodes: Mapping[str, Node], corridors: list[Corridor], errs: Problems,
-                        check_paths: bool) -> None:
+                        check_paths: bool, depot_declared: bool = False) -> None:
+    """Record a missing depot (unless a depot feature was given but refused: ``depot_declared``,
+    its own problem is reported) and, if ``check_paths``, every node no depot can reach or be
+    reached from."""
     depots = [n.id for n in nodes.values() if n.kind == "depot"]
     if not depots:
-        errs.add("network", "has no depot (a Point feature with kind 'depot')")
+        if not depot_declared:
+            errs.add("network", "has no depot (a Point feature with kind 'depot')")
         return
     if not check_paths:
         return  # corridor problems would make reachability messages misleading

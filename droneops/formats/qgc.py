@@ -220,25 +220,83 @@ def write_plans(missions: Sequence[FlightMission], path: str | Path) -> list[Pat
 # --- import -------------------------------------------------------------------------------------
 
 
+INT32_MAX = 2**31 - 1
+"""MAVLink ``MISSION_ITEM_INT`` x/y are int32."""
+_MAX_COMMAND = 65535   # uint16
+_MAX_FRAME = 255       # uint8
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """A value for a one-line message: its repr (control characters escaped), cut to ``limit``."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _float(value, where: str) -> float:
+    """A finite JSON number as a float; ``null`` is NaN (QGC writes NaN as null)."""
     if value is None:
         return math.nan
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise PlanFileError(f"{where}: expected a number, got {value!r}")
-    return float(value)
+        raise PlanFileError(f"{where}: expected a number, got {_shown(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise PlanFileError(f"{where}: expected a finite number, got {_shown(value)}")
+    return number
 
 
-def _e7(value, frame: int, where: str) -> int:
+def _int(value, where: str, what: str, most: int) -> int:
+    """A whole JSON number in ``[0, most]``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not (isinstance(value, int) or value.is_integer()) or not 0 <= value <= most:
+        raise PlanFileError(f"{where}: {what} must be a whole number from 0 to {most}, got {_shown(value)}")
+    return int(value)
+
+
+def _e7(value, frame: int, where: str, limit_deg: float = 180.0) -> int:
+    """A latitude (``limit_deg`` 90) or longitude in degrees as degE7, or a local coordinate
+    (frames in ``_XY_NOT_SCALED``) as an int32; ``null`` is 0."""
     number = _float(value, where)
     if math.isnan(number):
         return 0
-    return int(number) if frame in _XY_NOT_SCALED else int(round(number * DEG_E7))
+    if frame in _XY_NOT_SCALED:
+        if abs(number) > INT32_MAX:
+            raise PlanFileError(f"{where}: coordinate {number:g} does not fit a MAVLink item")
+        return int(number)
+    if abs(number) > limit_deg:
+        raise PlanFileError(f"{where}: {'latitude' if limit_deg == 90.0 else 'longitude'} {number:g} "
+                            f"is outside [-{limit_deg:g}, {limit_deg:g}]")
+    return int(round(number * DEG_E7))
+
+
+def _obj(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise PlanFileError(f"{where}: must be an object, got {_shown(value)}")
+    return value
+
+
+def _list(value, where: str) -> list:
+    """A JSON array (``null`` or absent = empty)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise PlanFileError(f"{where}: must be a list, got {_shown(value)}")
+    return value
+
+
+def _lat_lon(value, where: str) -> tuple[int, int]:
+    """``[lat, lon, ...]`` as degE7."""
+    if not (isinstance(value, list) and len(value) >= 2):
+        raise PlanFileError(f"{where}: a position must be [lat, lon, ...], got {_shown(value)}")
+    return _e7(value[0], MAV_FRAME_GLOBAL, where, 90.0), _e7(value[1], MAV_FRAME_GLOBAL, where)
 
 
 def _version(obj: dict, expected: int, where: str) -> None:
-    version = obj.get("version")
+    version = _obj(obj, where).get("version")
     if version != expected:
-        raise PlanFileError(f"{where}: version {version!r} not supported (expected {expected})")
+        raise PlanFileError(f"{where}: version {_shown(version)} not supported (expected {expected})")
 
 
 def _parse_simple(raw: dict, seq: int, where: str) -> MissionItem:
@@ -248,14 +306,76 @@ def _parse_simple(raw: dict, seq: int, where: str) -> MissionItem:
     params = raw["params"]
     if not isinstance(params, list) or len(params) != 7:
         raise PlanFileError(f"{where}: 'params' must be a list of 7 values")
-    frame = int(raw["frame"])
+    frame = _int(raw["frame"], where, "frame", _MAX_FRAME)
     return MissionItem(
-        seq=seq, frame=frame, command=int(raw["command"]), current=1 if seq == 0 else 0,
-        autocontinue=1 if raw["autoContinue"] else 0,
+        seq=seq, frame=frame, command=_int(raw["command"], where, "command", _MAX_COMMAND),
+        current=1 if seq == 0 else 0, autocontinue=1 if raw["autoContinue"] else 0,
         param1=_float(params[0], where), param2=_float(params[1], where),
         param3=_float(params[2], where), param4=_float(params[3], where),
-        x=_e7(params[4], frame, where), y=_e7(params[5], frame, where), z=_float(params[6], where),
+        x=_e7(params[4], frame, where, 90.0), y=_e7(params[5], frame, where), z=_float(params[6], where),
         mission_type=MAV_MISSION_TYPE_MISSION)
+
+
+def _parse_items(mission: dict, source: str) -> list[MissionItem]:
+    items: list[MissionItem] = []
+    for k, raw in enumerate(_list(mission.get("items"), f"{source}: mission.items")):
+        where = f"{source}: mission item {k + 1}"
+        if not isinstance(raw, dict):
+            raise PlanFileError(f"{where}: not an object")
+        if raw.get("type") != "SimpleItem":
+            raise PlanFileError(f"{where}: {_shown(raw.get('type'))} items "
+                                f"({_shown(raw.get('complexItemType', '?'))}) are not supported; only SimpleItem")
+        items.append(_parse_simple(raw, len(items), where))
+    return items
+
+
+def _parse_fence(doc: dict, source: str) -> list[MissionItem]:
+    fence: list[MissionItem] = []
+    geofence = doc.get("geoFence") or {"polygons": [], "circles": [], "version": GEOFENCE_VERSION}
+    _version(geofence, GEOFENCE_VERSION, f"{source}: geoFence")
+    for p, poly in enumerate(_list(geofence.get("polygons"), f"{source}: geoFence.polygons")):
+        where = f"{source}: geoFence polygon {p + 1}"
+        vertices = _list(_obj(poly, where).get("polygon"), where)
+        if len(vertices) < 3:
+            raise PlanFileError(f"{where}: needs at least 3 vertices")
+        command = (MAV_CMD_NAV_FENCE_POLYGON_VERTEX_INCLUSION if poly.get("inclusion", True)
+                   else MAV_CMD_NAV_FENCE_POLYGON_VERTEX_EXCLUSION)
+        for v in vertices:
+            x, y = _lat_lon(v, where)
+            fence.append(MissionItem(seq=len(fence), frame=MAV_FRAME_GLOBAL, command=command, autocontinue=0,
+                                     param1=float(len(vertices)), x=x, y=y, mission_type=MAV_MISSION_TYPE_FENCE))
+    for c, circle in enumerate(_list(geofence.get("circles"), f"{source}: geoFence.circles")):
+        where = f"{source}: geoFence circle {c + 1}"
+        spec = _obj(circle, where).get("circle")
+        if not (isinstance(spec, dict) and "center" in spec and "radius" in spec):
+            raise PlanFileError(f"{where}: needs circle.center and circle.radius")
+        command = (MAV_CMD_NAV_FENCE_CIRCLE_INCLUSION if circle.get("inclusion", True)
+                   else MAV_CMD_NAV_FENCE_CIRCLE_EXCLUSION)
+        x, y = _lat_lon(spec["center"], where)
+        fence.append(MissionItem(seq=len(fence), frame=MAV_FRAME_GLOBAL, command=command, autocontinue=0,
+                                 param1=_float(spec["radius"], where), x=x, y=y,
+                                 mission_type=MAV_MISSION_TYPE_FENCE))
+    return fence
+
+
+def _parse_rally(doc: dict, source: str, home_alt: float) -> list[MissionItem]:
+    rally: list[MissionItem] = []
+    rally_points = doc.get("rallyPoints") or {"points": [], "version": RALLY_VERSION}
+    _version(rally_points, RALLY_VERSION, f"{source}: rallyPoints")
+    for r, point in enumerate(_list(rally_points.get("points"), f"{source}: rallyPoints.points")):
+        where = f"{source}: rally point {r + 1}"
+        if not (isinstance(point, list) and len(point) == 3):
+            raise PlanFileError(f"{where}: must be [lat, lon, alt]")
+        x, y = _lat_lon(point, where)
+        rally.append(MissionItem(seq=len(rally), frame=MAV_FRAME_GLOBAL, command=MAV_CMD_NAV_RALLY_POINT,
+                                 autocontinue=0, x=x, y=y, z=_float(point[2], where) + home_alt,
+                                 mission_type=MAV_MISSION_TYPE_RALLY))
+    return rally
+
+
+def _speed(mission: dict, key: str, source: str) -> float | None:
+    value = mission.get(key)
+    return None if value is None else _float(value, f"{source}: mission.{key}")
 
 
 def parse_plan(doc: dict, source: str = "plan") -> PlanFile:
@@ -263,7 +383,8 @@ def parse_plan(doc: dict, source: str = "plan") -> PlanFile:
 
     Supports SimpleItems (complex items such as surveys are refused), polygon and circle
     geofences and rally points. Rally points come back in frame 0 (AMSL, using the planned
-    home altitude) like droneops builds them.
+    home altitude) like droneops builds them. Every number must be finite (``null`` is NaN),
+    latitudes and longitudes in range, frames and commands whole numbers.
     """
     if not isinstance(doc, dict) or doc.get("fileType") != "Plan":
         raise PlanFileError(f"{source}: not a QGroundControl plan (fileType must be 'Plan')")
@@ -276,63 +397,20 @@ def parse_plan(doc: dict, source: str = "plan") -> PlanFile:
     if not (isinstance(home_raw, list) and len(home_raw) == 3):
         raise PlanFileError(f"{source}: mission.plannedHomePosition must be [lat, lon, alt]")
     home = tuple(_float(v, f"{source}: plannedHomePosition") for v in home_raw)
-    items: list[MissionItem] = []
-    for k, raw in enumerate(mission.get("items") or []):
-        where = f"{source}: mission item {k + 1}"
-        if not isinstance(raw, dict):
-            raise PlanFileError(f"{where}: not an object")
-        if raw.get("type") != "SimpleItem":
-            raise PlanFileError(f"{where}: {raw.get('type')!r} items ({raw.get('complexItemType', '?')}) "
-                                "are not supported; only SimpleItem")
-        items.append(_parse_simple(raw, len(items), where))
-
-    fence: list[MissionItem] = []
-    geofence = doc.get("geoFence") or {"polygons": [], "circles": [], "version": GEOFENCE_VERSION}
-    _version(geofence, GEOFENCE_VERSION, f"{source}: geoFence")
-    for p, poly in enumerate(geofence.get("polygons") or []):
-        where = f"{source}: geoFence polygon {p + 1}"
-        vertices = poly.get("polygon") or []
-        if len(vertices) < 3:
-            raise PlanFileError(f"{where}: needs at least 3 vertices")
-        inclusion = poly.get("inclusion", True)
-        command = (MAV_CMD_NAV_FENCE_POLYGON_VERTEX_INCLUSION if inclusion
-                   else MAV_CMD_NAV_FENCE_POLYGON_VERTEX_EXCLUSION)
-        for v in vertices:
-            fence.append(MissionItem(seq=len(fence), frame=MAV_FRAME_GLOBAL, command=command,
-                                     autocontinue=0, param1=float(len(vertices)), x=_e7(v[0], 0, where),
-                                     y=_e7(v[1], 0, where), mission_type=MAV_MISSION_TYPE_FENCE))
-    for c, circle in enumerate(geofence.get("circles") or []):
-        where = f"{source}: geoFence circle {c + 1}"
-        try:
-            center, radius = circle["circle"]["center"], circle["circle"]["radius"]
-        except (KeyError, TypeError):
-            raise PlanFileError(f"{where}: needs circle.center and circle.radius") from None
-        command = (MAV_CMD_NAV_FENCE_CIRCLE_INCLUSION if circle.get("inclusion", True)
-                   else MAV_CMD_NAV_FENCE_CIRCLE_EXCLUSION)
-        fence.append(MissionItem(seq=len(fence), frame=MAV_FRAME_GLOBAL, command=command,
-                                 autocontinue=0, param1=_float(radius, where), x=_e7(center[0], 0, where),
-                                 y=_e7(center[1], 0, where), mission_type=MAV_MISSION_TYPE_FENCE))
-
-    rally: list[MissionItem] = []
-    rally_points = doc.get("rallyPoints") or {"points": [], "version": RALLY_VERSION}
-    _version(rally_points, RALLY_VERSION, f"{source}: rallyPoints")
-    home_alt = home[2] if not math.isnan(home[2]) else 0.0
-    for r, point in enumerate(rally_points.get("points") or []):
-        where = f"{source}: rally point {r + 1}"
-        if not (isinstance(point, list) and len(point) == 3):
-            raise PlanFileError(f"{where}: must be [lat, lon, alt]")
-        rally.append(MissionItem(seq=len(rally), frame=MAV_FRAME_GLOBAL, command=MAV_CMD_NAV_RALLY_POINT,
-                                 autocontinue=0, x=_e7(point[0], 0, where), y=_e7(point[1], 0, where),
-                                 z=_float(point[2], where) + home_alt, mission_type=MAV_MISSION_TYPE_RALLY))
+    _lat_lon([0.0 if math.isnan(v) else v for v in home], f"{source}: plannedHomePosition")
+    items = _parse_items(mission, source)
+    fence = _parse_fence(doc, source)
+    rally = _parse_rally(doc, source, home[2] if not math.isnan(home[2]) else 0.0)
 
     def first_current(seq_items: list[MissionItem]) -> tuple[MissionItem, ...]:
         return tuple(replace(i, current=1 if i.seq == 0 else 0) for i in seq_items)
 
+    ground_station = doc.get("groundStation", "")
     return PlanFile(items=tuple(items), geofence_items=first_current(fence),
                     rally_items=first_current(rally), home=home,  # type: ignore[arg-type]
-                    cruise_speed_mps=mission.get("cruiseSpeed"),
-                    hover_speed_mps=mission.get("hoverSpeed"),
-                    ground_station=str(doc.get("groundStation", "")))
+                    cruise_speed_mps=_speed(mission, "cruiseSpeed", source),
+                    hover_speed_mps=_speed(mission, "hoverSpeed", source),
+                    ground_station=ground_station if isinstance(ground_station, str) else "")
 
 
 def load_plan(path: str | Path) -> PlanFile:
@@ -342,10 +420,14 @@ def load_plan(path: str | Path) -> PlanFile:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PlanFileError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanFileError(f"{path}: cannot read: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise PlanFileError(f"{path}: cannot read: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (OSError, ValueError) as exc:   # ValueError: a NUL byte in the name
+        raise PlanFileError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PlanFileError(f"{path}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise PlanFileError(f"{path}: not valid JSON: nested too deeply") from None
     return parse_plan(doc, str(path))

@@ -2,7 +2,9 @@
 
 A profile is looked up by shipped name (``quad7`` -> ``missions/vehicles/quad7.toml``) or by path.
 Every field of the TOML table is a :class:`~droneops.core.vehicle.VehicleProfile` field (SI units,
-unit in the name); :func:`parse_vehicle` names the first bad field in a :class:`UserError`.
+unit in the name); :func:`parse_vehicle` checks every number against
+:data:`~droneops.core.vehicle.PROFILE_BOUNDS` and the rules between fields, and names the first bad
+field in a one-line :class:`UserError`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from droneops.core.vehicle import VehicleProfile
+from droneops.core.vehicle import PROFILE_BOUNDS, VehicleProfile, consistency_problems, field_problem
 from droneops.errors import UserError
 
 _REPO_MISSIONS = Path(__file__).resolve().parents[2] / "missions"
@@ -28,6 +30,7 @@ def missions_dir() -> Path:
 _FIELDS = {f.name: f for f in dataclasses.fields(VehicleProfile)}
 _REQUIRED = [f.name for f in dataclasses.fields(VehicleProfile)
              if f.default is dataclasses.MISSING and f.name != "name"]
+_TEXT_FIELDS = ("name", "description", "source", "delivery_method")
 
 
 def parse_vehicle(data: dict, name: str, source: str = "") -> VehicleProfile:
@@ -39,7 +42,9 @@ def parse_vehicle(data: dict, name: str, source: str = "") -> VehicleProfile:
 
 
 def _field_values(data: dict, name: str, where: str) -> dict:
-    """The table's fields as constructor arguments (known, complete, numbers finite and >= 0)."""
+    """The table's fields as constructor arguments: known, complete, every number finite and within
+    :data:`~droneops.core.vehicle.PROFILE_BOUNDS`. A field left out takes its default, which is not
+    checked (``rotor_tip_speed_mps`` defaults to 0: no advance-ratio growth)."""
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
         raise UserError(f"{where}: unknown field(s) {', '.join(unknown)}")
@@ -48,54 +53,75 @@ def _field_values(data: dict, name: str, where: str) -> dict:
         raise UserError(f"{where}: missing field(s) {', '.join(missing)}")
     values: dict = {"name": data.get("name", name)}
     for key, value in data.items():
-        if key in ("name", "description", "source", "delivery_method"):
-            values[key] = str(value)
+        if key in _TEXT_FIELDS:
+            if not isinstance(value, str):
+                raise UserError(f"{where}: field {key} must be a string, got {_short(value)}")
+            values[key] = value
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{where}: field {key} must be a number, got {value!r}")
-        if not math.isfinite(value) or value < 0:
-            raise UserError(f"{where}: field {key} must be a finite number >= 0, got {value}")
-        values[key] = int(value) if key == "rotor_count" else float(value)
+        number = _finite(value)
+        if number is None:
+            raise UserError(f"{where}: field {key} must be a finite number, got {_short(value)}")
+        problem = field_problem(key, number)
+        if problem:
+            raise UserError(f"{where}: {problem}")
+        values[key] = int(number) if PROFILE_BOUNDS[key].integer else number
     return values
 
 
+def _finite(value: object) -> float | None:
+    """``value`` as a finite float, or None (not a number, a boolean, NaN, infinite, or an integer
+    too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _short(value: object) -> str:
+    """A value for a one-line message: its repr, control characters escaped, at most 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _check_profile(profile: VehicleProfile, where: str) -> None:
-    """Ranges and consistency between fields; :class:`UserError` naming the first bad one."""
-    if profile.delivery_method not in ("gripper", "land"):
-        raise UserError(f"{where}: delivery_method must be 'gripper' or 'land', got {profile.delivery_method!r}")
-    for key in ("usable_fraction", "reserve_fraction"):
-        if not 0 <= getattr(profile, key) <= 1:
-            raise UserError(f"{where}: {key} must be between 0 and 1")
-    for key in ("drivetrain_efficiency", "forward_inflow_factor"):
-        if not 0 < getattr(profile, key) <= 1:
-            raise UserError(f"{where}: {key} must be in (0, 1]")
-    if profile.landing_agl_m > 0 and profile.landing_speed_mps <= 0:
-        raise UserError(f"{where}: landing_speed_mps must be > 0 when landing_agl_m > 0")
-    if profile.reserve_fraction >= profile.usable_fraction:
-        raise UserError(f"{where}: reserve_fraction must be below usable_fraction")
-    for key in ("mass_empty_kg", "battery_capacity_wh", "cruise_speed_mps", "climb_speed_mps",
-                "descent_speed_mps", "rotor_count", "rotor_radius_m"):
-        if getattr(profile, key) <= 0:
-            raise UserError(f"{where}: {key} must be > 0")
+    """Consistency between fields; :class:`UserError` naming the first rule broken."""
+    problems = consistency_problems(profile)
+    if problems:
+        raise UserError(f"{where}: {problems[0]}")
 
 
 def load_vehicle(name_or_path: str | Path) -> VehicleProfile:
     """Load a profile by shipped name (``quad7``, ``m100``) or by path to a ``.toml`` file."""
     text = str(name_or_path)
     path = Path(text)
-    if not (path.suffix == ".toml" or path.exists()):
+    if not (path.suffix == ".toml" or _is(path.exists)):
         path = missions_dir() / "vehicles" / f"{text}.toml"
-        if not path.exists():
-            raise UserError(f"unknown vehicle {text!r}; shipped profiles: {', '.join(shipped_vehicles()) or 'none'}")
-    if not path.is_file():
-        raise UserError(f"vehicle profile {text!r} not found")
+        if not _is(path.exists):
+            raise UserError(f"unknown vehicle {_short(text)}; shipped profiles: {', '.join(shipped_vehicles()) or 'none'}")
+    if not _is(path.is_file):
+        raise UserError(f"vehicle profile {_short(text)} not found")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read vehicle profile {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"cannot read vehicle profile {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise UserError(f"cannot read vehicle profile {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid TOML: nested too deeply") from None
     return parse_vehicle(data, name=path.stem, source=str(path))
+
+
+def _is(check) -> bool:
+    """``path.exists()`` / ``path.is_file()``, False for names the OS refuses (too long, a NUL byte)."""
+    try:
+        return bool(check())
+    except (OSError, ValueError):
+        return False
 
 
 def shipped_vehicles() -> list[str]:

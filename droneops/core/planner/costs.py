@@ -334,7 +334,7 @@ class CostModel:
         wh, s, _ = speed_change_energy(self.profile, payload_kg, speed[flyable], STOP_TRACKS_DEG[flyable], wind)
         if not np.size(wh):
             return 0.0, 0.0
-        return float(np.max(wh)), float(np.max(s))
+        return max(float(np.max(wh)), 0.0), max(float(np.max(s)), 0.0)   # never a saving: see speed_change
 
     def _reversed(self, weights: np.ndarray, bad: np.ndarray) -> csr_matrix:
         """The reversed graph weighted by ``weights``, without unflyable (``bad``) edges."""
@@ -347,7 +347,11 @@ class CostModel:
         """Extra energy (Wh) / time (s) of starting and stopping one leg (track-averaged)."""
         extra_wh, extra_s, _ = speed_change_energy(self.profile, payload_kg, self.profile.cruise_speed_mps,
                                                    None, wind)
-        return scalar(extra_wh), scalar(extra_s)
+        # A ramp can come out cheaper than cruising the same stretch (cruise speed far above the
+        # best-range speed and a very slow acceleration): it is not booked as a saving. Graph
+        # weights must stay >= 0 (scipy's Dijkstra aborted the process on negative ones), and
+        # an extra of 0 keeps the plan conservative.
+        return max(scalar(extra_wh), 0.0), max(scalar(extra_s), 0.0)
 
     def drop_costs(self, payload_kg: float, wind: Wind, loaded: PhaseCosts, empty: PhaseCosts
                    ) -> tuple[float, float, float, float, float]:
